@@ -1,0 +1,3 @@
+"""accounting package."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""actors package."""
+
+__all__: list[str] = []

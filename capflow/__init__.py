@@ -1,0 +1,3 @@
+"""The capflow command line."""
+
+__all__: list[str] = []

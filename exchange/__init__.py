@@ -1,0 +1,3 @@
+"""exchange package."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""persistence package."""
+
+__all__: list[str] = []
