@@ -37,8 +37,8 @@ def check_id(value: object, *, name: str) -> str:
 
 def check_ts(value: object, *, name: str = "ts_ns") -> int:
     """Return ``value`` if it is a non-negative int timestamp in nanoseconds."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidMessage(f"{name} must be a non-negative int of nanoseconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise InvalidMessage(f"{name} must be an int of nanoseconds in [0, 2**63), got {value!r}")
     return value
 
 

@@ -50,14 +50,29 @@ def check_units(
     return value
 
 
+#: Prices must lie within 10**-PRICE_EXPONENT_LIMIT .. 10**PRICE_EXPONENT_LIMIT and carry at most
+#: PRICE_MAX_DIGITS significant digits: exact Fraction arithmetic on an unbounded exponent
+#: (``Decimal("1E+999999999")``) would never finish.
+PRICE_EXPONENT_LIMIT = 30
+PRICE_MAX_DIGITS = 40
+
+
 def check_price(value: object, *, name: str = "price") -> Decimal:
-    """Return ``value`` if it is a finite, positive ``Decimal``; else raise InvalidAmount."""
+    """Return ``value`` if it is a finite, positive, bounded ``Decimal``; else InvalidAmount."""
     if not isinstance(value, Decimal):
         raise InvalidAmount(f"{name} must be a Decimal, got {type(value).__name__} {value!r}")
     if not value.is_finite():
         raise InvalidAmount(f"{name} must be finite, got {value}")
     if value <= 0:
         raise InvalidAmount(f"{name} must be positive, got {value}")
+    digits = len(value.as_tuple().digits)
+    if not -PRICE_EXPONENT_LIMIT <= value.adjusted() < PRICE_EXPONENT_LIMIT or (
+        digits > PRICE_MAX_DIGITS
+    ):
+        raise InvalidAmount(
+            f"{name} {value} is outside 1e-{PRICE_EXPONENT_LIMIT}..1e{PRICE_EXPONENT_LIMIT}"
+            f" or has more than {PRICE_MAX_DIGITS} digits"
+        )
     return value
 
 
@@ -146,10 +161,10 @@ class Market:
         return _round(Fraction(qty) * Fraction(price) * self._scale(), rounding)
 
     def qty_for(self, quote_units: int, price: Decimal) -> int:
-        """Largest base quantity whose notional rounded UP does not exceed ``quote_units``."""
+        """Largest base quantity (<= MAX_UNITS) whose notional rounded UP fits ``quote_units``."""
         check_units(quote_units, name="quote_units")
         check_price(price)
-        qty = math.floor(Fraction(quote_units) / (Fraction(price) * self._scale()))
+        qty = min(MAX_UNITS, math.floor(Fraction(quote_units) / (Fraction(price) * self._scale())))
         # ceil(qty*p) can exceed quote_units only by rounding; step back at most once.
         while qty > 0 and self.notional(qty, price, Rounding.UP) > quote_units:
             qty -= 1

@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from messages import Asset, InvalidAmount, InvalidMessage, Market, Rounding, check_units, pro_rata
+from messages import (
+    MAX_UNITS,
+    Asset,
+    InvalidAmount,
+    InvalidMessage,
+    Market,
+    Rounding,
+    check_price,
+    check_units,
+    pro_rata,
+)
 from messages.money import fee_for
 
 USDT = Asset(symbol="USDT", precision=2)
@@ -81,7 +91,15 @@ def test_notional_bounds_the_exact_value(qty: int, price: Decimal) -> None:
 def test_qty_for_is_the_largest_affordable_quantity(quote: int, price: Decimal) -> None:
     qty = BTCUSDT.qty_for(quote, price)
     assert BTCUSDT.notional(qty, price, Rounding.UP) <= quote
-    assert BTCUSDT.notional(qty + 1, price, Rounding.UP) > quote
+    if qty < MAX_UNITS:  # else capped at the largest amount capflow represents
+        assert BTCUSDT.notional(qty + 1, price, Rounding.UP) > quote
+
+
+def test_prices_with_unbounded_exponents_are_refused() -> None:
+    # Exact Fraction arithmetic on 1E+999999999 would never finish: refuse it up front.
+    with pytest.raises(InvalidAmount, match=r"^price 1E\+999999999 is outside 1e-30\.\.1e30"):
+        check_price(Decimal("1E+999999999"))
+    assert check_price(Decimal("1E-29")) == Decimal("1E-29")
 
 
 def test_fee_rounding() -> None:
