@@ -8,8 +8,16 @@
 Imports nothing of capflow's but ``messages``.
 """
 
-from accounting.grid import GridGeometry, Role, grid_geometry, ideal_sizes, price_levels, spread_gap
-from accounting.grid_funds import GridBook, GridConfig
+from accounting.grid import (
+    GridConfig,
+    GridGeometry,
+    Role,
+    grid_geometry,
+    ideal_sizes,
+    price_levels,
+    spread_gap,
+)
+from accounting.grid_funds import GridBook
 from accounting.grid_planner import (
     Action,
     CancelOrder,

@@ -1,0 +1,165 @@
+"""What the position and grid handlers share: event publishing, order sending, invariant checks."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from actors.events import EventSink
+from exchange import Exchange
+from messages import (
+    CapflowError,
+    ExchangeUnavailable,
+    Fill,
+    FillApplied,
+    FillRejected,
+    FundInvariantViolation,
+    InputError,
+    InvariantViolated,
+    Message,
+    OrderAccepted,
+    OrderRejected,
+    Side,
+    StateError,
+)
+
+logger = logging.getLogger("capflow.profile")
+
+Clock = Callable[[], int]
+
+
+class HandlerBase:
+    """Plumbing for one profile's handler. Subclasses own the books and their rules.
+
+    Args:
+        profile_id: the profile.
+        exchange: where orders go (calls block this profile's thread only).
+        events: the runtime's event sink.
+        register: claims a client order id in the supervisor's ownership index.
+        clock: integer nanoseconds, for event timestamps.
+        check_invariants: check the books after every message (reports, then halts on failure).
+    """
+
+    def __init__(
+        self,
+        profile_id: str,
+        *,
+        exchange: Exchange,
+        events: EventSink,
+        register: Callable[[str], None],
+        clock: Clock = time.time_ns,
+        check_invariants: bool = True,
+    ) -> None:
+        self.profile_id = profile_id
+        self._exchange = exchange
+        self._events = events
+        self._register = register
+        self._clock = clock
+        self._check = check_invariants
+        self._ids = itertools.count(1)
+
+    # -- events ----------------------------------------------------------------------------
+    def _new_id(self) -> str:
+        return f"{self.profile_id}:{next(self._ids)}"
+
+    def _publish(self, event_type: type[Message], **fields: Any) -> None:
+        self._events.publish(event_type(message_id=self._new_id(), ts_ns=self._clock(), **fields))
+
+    def _fill_applied(self, fill: Fill, *, duplicate: bool) -> None:
+        self._publish(
+            FillApplied,
+            profile_id=self.profile_id,
+            trade_id=fill.trade_id,
+            client_order_id=fill.client_order_id,
+            qty=fill.qty,
+            duplicate=duplicate,
+            correlation_id=fill.message_id,
+        )
+
+    def _fill_rejected(self, fill: Fill, exc: CapflowError) -> None:
+        self._publish(
+            FillRejected,
+            profile_id=self.profile_id,
+            trade_id=fill.trade_id,
+            reason=exc.reason,
+            detail=str(exc),
+            correlation_id=fill.message_id,
+        )
+
+    def after_message(self, check: Callable[[], None], halt: Callable[[str], None]) -> None:
+        """Run the books' invariant check; on a violation, report it and halt the profile."""
+        if not self._check:
+            return
+        try:
+            check()
+        except FundInvariantViolation as exc:
+            logger.error("profile %s: %s", self.profile_id, exc)
+            self._publish(InvariantViolated, profile_id=self.profile_id, detail=str(exc))
+            halt(f"invariant violation: {exc}")
+
+    # -- exchange --------------------------------------------------------------------------
+    def _send_order(
+        self,
+        *,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        qty: int,
+        price: Decimal | None,
+        correlation_id: str | None = None,
+    ) -> tuple[str, str | None]:
+        """Claim the id, send the order; return ('accepted', exchange id), ('rejected', None)
+        or ('unconfirmed', None).
+
+        'unconfirmed' means the exchange could not be reached: the order may or may not exist,
+        so its reservation stays until reconciliation finds it by its client order id.
+        """
+        self._register(client_order_id)
+        try:
+            order = self._exchange.create_order(
+                symbol,
+                "market" if price is None else "limit",
+                side.value,
+                qty,
+                price,
+                {"clientOrderId": client_order_id},
+            )
+        except ExchangeUnavailable as exc:
+            logger.warning(
+                "profile %s: order %s unconfirmed: %s", self.profile_id, client_order_id, exc
+            )
+            return "unconfirmed", None
+        except (InputError, StateError) as exc:
+            self._publish(
+                OrderRejected,
+                profile_id=self.profile_id,
+                client_order_id=client_order_id,
+                reason=exc.reason,
+                correlation_id=correlation_id,
+            )
+            return "rejected", None
+        if order["status"] == "rejected":
+            self._publish(
+                OrderRejected,
+                profile_id=self.profile_id,
+                client_order_id=client_order_id,
+                reason="exchange_rejected",
+                correlation_id=correlation_id,
+            )
+            return "rejected", None
+        self._publish(
+            OrderAccepted,
+            profile_id=self.profile_id,
+            client_order_id=client_order_id,
+            exchange_order_id=order["id"],
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            price=price,
+            correlation_id=correlation_id,
+        )
+        return "accepted", str(order["id"])

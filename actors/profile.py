@@ -1,0 +1,213 @@
+"""The profile actor: one profile's books behind one mailbox.
+
+The mailbox is the per-profile serialization (seed 000's ``withLock(profileId)``): a handler runs
+to completion before the next message is looked at, so no two operations on one profile ever
+interleave, while different profiles run on their own threads.
+
+Exactly-once across actor crashes: every message arrives wrapped in :class:`Deliver` with a
+per-profile sequence number assigned by the supervisor, which keeps each message in its log until
+the profile reports a checkpoint covering it. The actor applies ``seq > applied_seq`` only, and
+checkpoints ``(applied_seq, state)`` atomically, so a restarted incarnation that loads the
+checkpoint and receives the log again applies each message exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Protocol
+
+import pykka
+
+from actors.protocol import (
+    BootstrapDone,
+    Checkpointed,
+    Deliver,
+    DeliverBatch,
+    GetBooks,
+    Halt,
+    ProfileCrashed,
+    RegisterOrder,
+    Sync,
+)
+from persistence import Checkpoint, SnapshotStore
+
+logger = logging.getLogger("capflow.profile")
+
+
+class InjectedCrash(RuntimeError):
+    """Raised on purpose by crash drills; any other unexpected exception behaves the same."""
+
+
+class CrashNow:
+    """Out-of-band drill message: the actor dies at once, losing whatever its inbox holds."""
+
+
+class ProfileHandler(Protocol):
+    """The kind-specific part of a profile (position ledger or grid): pure books + exchange calls.
+
+    ``handle`` applies one message. It turns a caller's or state error into a published
+    rejection event (state unchanged) and lets only unexpected exceptions escape (a crash).
+    """
+
+    def handle(self, payload: object) -> None: ...
+
+    def to_state(self) -> dict[str, Any]: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+    def halt(self, reason: str) -> None: ...
+
+
+class HandlerFactory(Protocol):
+    """Builds a profile's handler, from its checkpointed state or, with None, from config.
+
+    ``register(client_order_id)`` claims an order id for the profile in the supervisor's
+    ownership index; the handler calls it *before* sending the order to the exchange.
+    """
+
+    def __call__(
+        self, profile_id: str, state: dict[str, Any] | None, register: Callable[[str], None]
+    ) -> ProfileHandler: ...
+
+
+class ProfileActor(pykka.ThreadingActor):
+    """Owns one profile's handler; applies logged messages exactly once; checkpoints.
+
+    Args:
+        profile_id: the profile this actor serves.
+        incarnation: increases with every (re)start; stale reports are ignored upstream.
+        factory: builds the handler from the last checkpoint (or from config).
+        store: where checkpoints go.
+        supervisor: the supervisor's ref, for ``tell`` only (never ``ask`` from here).
+        checkpoint_every: checkpoint after this many messages even while the inbox is busy.
+    """
+
+    use_daemon_thread = True
+
+    def __init__(
+        self,
+        *,
+        profile_id: str,
+        incarnation: int,
+        factory: HandlerFactory,
+        store: SnapshotStore,
+        supervisor: pykka.ActorRef[Any],
+        checkpoint_every: int = 64,
+    ) -> None:
+        super().__init__()
+        self.profile_id = profile_id
+        self.incarnation = incarnation
+        self._factory = factory
+        self._store = store
+        self._supervisor = supervisor
+        self._checkpoint_every = checkpoint_every
+        self._handler: ProfileHandler | None = None
+        self._applied_seq = 0
+        self._checkpointed_seq = 0
+        self._current_seq: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def on_start(self) -> None:
+        try:
+            checkpoint = self._store.load(self.profile_id)
+            state = None if checkpoint is None else checkpoint.state
+            self._handler = self._factory(self.profile_id, state, self._register)
+            if checkpoint is not None:
+                self._applied_seq = self._checkpointed_seq = checkpoint.seq
+        except Exception as exc:
+            # pykka stops an actor whose on_start raises without calling on_failure: report it.
+            self._report_crash(exc)
+            raise
+        self._supervisor.tell(
+            BootstrapDone(
+                profile_id=self.profile_id,
+                incarnation=self.incarnation,
+                applied_seq=self._applied_seq,
+            )
+        )
+
+    def _register(self, client_order_id: str) -> None:
+        self._supervisor.tell(
+            RegisterOrder(profile_id=self.profile_id, client_order_id=client_order_id)
+        )
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._report_crash(exception_value)
+
+    def _report_crash(self, error: BaseException | None) -> None:
+        self._supervisor.tell(
+            ProfileCrashed(
+                profile_id=self.profile_id,
+                incarnation=self.incarnation,
+                seq=self._current_seq,
+                error=repr(error),
+            )
+        )
+
+    # -- messages --------------------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Deliver):
+            self._apply(message)
+            self._maybe_checkpoint()
+            return None
+        if isinstance(message, DeliverBatch):
+            for item in message.items:
+                self._apply(item)
+                if self._applied_seq - self._checkpointed_seq >= self._checkpoint_every:
+                    self._checkpoint()
+            self._maybe_checkpoint()
+            return None
+        if isinstance(message, Sync):
+            self._checkpoint()
+            return self._applied_seq
+        if isinstance(message, GetBooks):
+            return self._books().summary()
+        if isinstance(message, Halt):
+            self._books().halt(message.reason)
+            self._checkpoint(force=True)
+            return None
+        if isinstance(message, CrashNow):
+            raise InjectedCrash(f"profile {self.profile_id}: crash injected by a drill")
+        return super().on_receive(message)
+
+    def _books(self) -> ProfileHandler:
+        if self._handler is None:  # pragma: no cover - on_start either sets it or stops us
+            raise RuntimeError(f"profile {self.profile_id} has no books loaded")
+        return self._handler
+
+    def _apply(self, item: Deliver) -> None:
+        if item.seq <= self._applied_seq:
+            return  # redelivered after a restart, already inside the checkpoint
+        self._current_seq = item.seq
+        self._books().handle(item.payload)
+        self._applied_seq = item.seq
+        self._current_seq = None
+
+    def _maybe_checkpoint(self) -> None:
+        pending = self._applied_seq - self._checkpointed_seq
+        if pending and (pending >= self._checkpoint_every or self.actor_inbox.empty()):
+            self._checkpoint()
+
+    def _checkpoint(self, *, force: bool = False) -> None:
+        if self._applied_seq == self._checkpointed_seq and not force:
+            return
+        self._store.save(
+            Checkpoint(
+                profile_id=self.profile_id,
+                seq=self._applied_seq,
+                state=self._books().to_state(),
+            )
+        )
+        self._checkpointed_seq = self._applied_seq
+        self._supervisor.tell(
+            Checkpointed(
+                profile_id=self.profile_id, incarnation=self.incarnation, seq=self._applied_seq
+            )
+        )

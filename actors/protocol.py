@@ -1,0 +1,86 @@
+"""Messages internal to the runtime: between the supervisor and its profile actors.
+
+They never leave the process and are never encoded; public commands and events live in
+``messages``. Frozen values, like every message (pykka warns about mutating what you send).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deliver:
+    """A logged message for a profile, with its per-profile sequence number."""
+
+    seq: int
+    payload: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverBatch:
+    """Several logged messages for one profile, in sequence order (one mailbox hop)."""
+
+    items: tuple[Deliver, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisterOrder:
+    """A profile claims a client order id *before* it sends the order to the exchange."""
+
+    profile_id: str
+    client_order_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpointed:
+    """A profile made its state durable up to ``seq``: the supervisor may drop older log."""
+
+    profile_id: str
+    incarnation: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileCrashed:
+    """A profile actor died on an unexpected exception while handling ``seq``."""
+
+    profile_id: str
+    incarnation: int
+    seq: int | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartProfile:
+    """Timer callback: start a new incarnation of a crashed profile (after backoff)."""
+
+    profile_id: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BootstrapDone:
+    """The profile finished loading; messages held during bootstrap may now flow."""
+
+    profile_id: str
+    incarnation: int
+    applied_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Halt:
+    """Refuse new reservations (after a dead letter); fills are still applied."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sync:
+    """Ask-only: answered once every earlier message in the mailbox has been handled."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetBooks:
+    """Ask-only: the profile's books as a plain summary dict."""

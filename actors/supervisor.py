@@ -1,0 +1,475 @@
+"""The supervisor: routes messages to profiles, and restarts profiles that crash.
+
+pykka has no supervision and drops queued ``tell``s when an actor dies, so nothing is ever
+handed to a profile without also staying in the supervisor's per-profile *log* until the profile
+reports a checkpoint that covers it. Routing of exchange events (fills, order acks) goes through
+the order-ownership index (client order id → profile), filled by the profiles *before* they send
+an order, never by any field inside the event: one profile's fill cannot touch another's books.
+
+Profile lifecycle::
+
+    STARTING ──BootstrapDone──▶ LIVE ──ProfileCrashed──▶ RESTARTING ──timer──▶ STARTING
+        │ (held bootstrap)       ▲                          │ too many restarts in window
+        ▼                        │                          ▼
+    BOOTSTRAP_HELD ──complete────┘                        FAILED
+
+Messages for a profile that is not LIVE are logged and held; going LIVE delivers every logged
+message newer than the checkpoint the new incarnation loaded, in order.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from actors.profile import CrashNow, HandlerFactory, ProfileActor
+from actors.protocol import (
+    BootstrapDone,
+    Checkpointed,
+    Deliver,
+    DeliverBatch,
+    Halt,
+    ProfileCrashed,
+    RegisterOrder,
+    RestartProfile,
+)
+from messages import InvalidConfig
+from persistence import SnapshotStore
+
+logger = logging.getLogger("capflow.supervisor")
+
+
+class Status(enum.StrEnum):
+    """Where a profile is in its lifecycle (see the module docstring)."""
+
+    STARTING = "starting"
+    BOOTSTRAP_HELD = "bootstrap_held"
+    LIVE = "live"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartPolicy:
+    """Exponential backoff with a cap on restarts within a sliding window.
+
+    Attributes:
+        backoff_base: delay before the first restart, seconds.
+        backoff_max: the delay never grows past this.
+        max_restarts: restarts allowed within ``window`` seconds before the profile is FAILED.
+        window: the sliding window, seconds.
+        max_attempts: deliveries of one message that crash the actor before it is dead-lettered.
+    """
+
+    backoff_base: float = 0.01
+    backoff_max: float = 1.0
+    max_restarts: int = 10
+    window: float = 60.0
+    max_attempts: int = 3
+
+    def delay(self, recent_restarts: int) -> float:
+        return float(min(self.backoff_max, self.backoff_base * 2.0**recent_restarts))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileSpec:
+    """What the supervisor needs to run one profile.
+
+    Attributes:
+        profile_id: unique id.
+        factory: builds the profile's handler from a checkpoint or from its config.
+        symbols: markets whose price ticks the profile wants.
+        account_id: the exchange account whose balance the profile draws on.
+        claims: the most of each asset the profile may ever reserve (its allocation/budget).
+    """
+
+    profile_id: str
+    factory: HandlerFactory
+    symbols: frozenset[str] = frozenset()
+    account_id: str = "main"
+    claims: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """A message that crashed its profile ``attempts`` times and was set aside."""
+
+    profile_id: str
+    seq: int
+    payload: Any
+    error: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submit:
+    """Route these messages (from signals, the fill feed, scenarios)."""
+
+    payloads: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldBootstrap:
+    """Restart ``profile_id`` into a bootstrap that stays open until :class:`CompleteBootstrap`."""
+
+    profile_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteBootstrap:
+    """Close a held bootstrap: the messages queued meanwhile are applied, in arrival order."""
+
+    profile_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refs:
+    """Ask-only: the current actor ref of every profile that has one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inspect:
+    """Ask-only: a plain snapshot of the supervisor's bookkeeping."""
+
+
+@dataclass(slots=True)
+class _Profile:
+    spec: ProfileSpec
+    status: Status = Status.STARTING
+    incarnation: int = 0
+    ref: pykka.ActorRef[Any] | None = None
+    next_seq: int = 1
+    log: collections.deque[Deliver] = field(default_factory=collections.deque)
+    checkpoint_seq: int = 0
+    delivered_seq: int = 0
+    hold: bool = False
+    halted: str | None = None
+    crash_counts: collections.Counter[int] = field(default_factory=collections.Counter)
+    restarts: collections.deque[float] = field(default_factory=collections.deque)
+
+
+# Exchange-originated events: routed by the ownership index, whatever else they carry.
+RouteByOrder = Callable[[Any], str | None]
+
+
+class Supervisor(pykka.ThreadingActor):
+    """Routes, logs, and supervises profile actors.
+
+    Args:
+        profiles: the profiles to run.
+        store: checkpoint store shared with the profiles.
+        order_key: returns the client order id of an exchange-originated message, else None.
+        on_unroutable: called with messages that no profile owns (they are also kept parked).
+        on_dead_letter: called with each new :class:`DeadLetter`.
+        policy: restart policy.
+        balances: per account and asset, what the account holds; the sum of the profiles'
+            claims on an account may not exceed it (checked at start).
+    """
+
+    use_daemon_thread = True
+
+    def __init__(
+        self,
+        *,
+        profiles: Sequence[ProfileSpec],
+        store: SnapshotStore,
+        order_key: RouteByOrder,
+        on_unroutable: Callable[[Any, str], None] = lambda payload, why: None,
+        on_dead_letter: Callable[[DeadLetter], None] = lambda letter: None,
+        policy: RestartPolicy = RestartPolicy(),
+        balances: Mapping[str, Mapping[str, int]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        check_account_caps(profiles, balances)
+        self._profiles = {spec.profile_id: _Profile(spec=spec) for spec in profiles}
+        if len(self._profiles) != len(profiles):
+            raise ValueError("duplicate profile ids")
+        self._by_symbol: dict[str, list[str]] = collections.defaultdict(list)
+        for spec in profiles:
+            for symbol in spec.symbols:
+                self._by_symbol[symbol].append(spec.profile_id)
+        self._store = store
+        self._order_key = order_key
+        self._on_unroutable = on_unroutable
+        self._on_dead_letter = on_dead_letter
+        self._policy = policy
+        self._clock = clock
+        self._owners: dict[str, str] = {}
+        self.parked: list[Any] = []
+        self.dead_letters: list[DeadLetter] = []
+        self._timers: set[threading.Timer] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def on_start(self) -> None:
+        for profile in self._profiles.values():
+            self._start_incarnation(profile)
+
+    def on_stop(self) -> None:
+        for timer in list(self._timers):
+            timer.cancel()
+        for profile in self._profiles.values():
+            if profile.ref is not None:
+                profile.ref.stop(block=False)
+
+    def _start_incarnation(self, profile: _Profile) -> None:
+        profile.incarnation += 1
+        profile.status = Status.STARTING
+        profile.ref = ProfileActor.start(
+            profile_id=profile.spec.profile_id,
+            incarnation=profile.incarnation,
+            factory=profile.spec.factory,
+            store=self._store,
+            supervisor=self.actor_ref,
+        )
+
+    # -- messages --------------------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Submit(payloads=payloads):
+                self._route(payloads)
+            case RegisterOrder(profile_id=pid, client_order_id=cid):
+                owner = self._owners.setdefault(cid, pid)
+                if owner != pid:
+                    logger.error("order %s claimed by %s, already owned by %s", cid, pid, owner)
+            case Checkpointed(profile_id=pid, incarnation=inc, seq=seq):
+                self._on_checkpoint(pid, inc, seq)
+            case BootstrapDone(profile_id=pid, incarnation=inc, applied_seq=applied):
+                self._on_bootstrap_done(pid, inc, applied)
+            case ProfileCrashed():
+                self._on_crash(message)
+            case RestartProfile(profile_id=pid, incarnation=inc):
+                self._on_restart_timer(pid, inc)
+            case HoldBootstrap(profile_id=pid):
+                self._hold_bootstrap(pid)
+            case CompleteBootstrap(profile_id=pid):
+                self._complete_bootstrap(pid)
+            case Inspect():
+                return self._inspect()
+            case Refs():
+                return {pid: p.ref for pid, p in self._profiles.items() if p.ref is not None}
+            case _:
+                return super().on_receive(message)
+        return None
+
+    def _route(self, payloads: Iterable[Any]) -> None:
+        batches: dict[str, list[Deliver]] = {}
+        for payload in payloads:
+            for pid in self._targets(payload):
+                profile = self._profiles[pid]
+                if isinstance(payload, CrashNow):
+                    self._tell(profile, payload)
+                    continue
+                item = Deliver(seq=profile.next_seq, payload=payload)
+                profile.next_seq += 1
+                profile.log.append(item)
+                if profile.status is Status.LIVE:
+                    batches.setdefault(pid, []).append(item)
+        for pid, items in batches.items():
+            self._deliver(self._profiles[pid], items)
+
+    def _targets(self, payload: Any) -> list[str]:
+        cid = self._order_key(payload)
+        if cid is not None:
+            owner = self._owners.get(cid)
+            if owner is None:
+                self.parked.append(payload)
+                self._on_unroutable(payload, f"no profile owns client order id {cid!r}")
+                return []
+            return [owner]
+        pid = getattr(payload, "profile_id", None)
+        if isinstance(pid, str):
+            if pid not in self._profiles:
+                self._on_unroutable(payload, f"unknown profile {pid!r}")
+                return []
+            return [pid]
+        symbol = getattr(payload, "symbol", None)
+        if isinstance(symbol, str):
+            return list(self._by_symbol.get(symbol, ()))
+        self._on_unroutable(payload, f"cannot route a {type(payload).__name__}")
+        return []
+
+    def _deliver(self, profile: _Profile, items: Sequence[Deliver]) -> None:
+        if not items:
+            return
+        message = items[0] if len(items) == 1 else DeliverBatch(items=tuple(items))
+        if self._tell(profile, message):
+            profile.delivered_seq = items[-1].seq
+
+    def _tell(self, profile: _Profile, message: Any) -> bool:
+        if profile.ref is None:
+            return False
+        try:
+            profile.ref.tell(message)
+        except pykka.ActorDeadError:
+            # It died and its ProfileCrashed report is behind us in the mailbox: the log keeps
+            # the message, and the restart redelivers it.
+            return False
+        return True
+
+    def _on_checkpoint(self, pid: str, incarnation: int, seq: int) -> None:
+        profile = self._profiles[pid]
+        if incarnation != profile.incarnation or seq <= profile.checkpoint_seq:
+            return
+        profile.checkpoint_seq = seq
+        while profile.log and profile.log[0].seq <= seq:
+            profile.log.popleft()
+
+    def _on_bootstrap_done(self, pid: str, incarnation: int, applied_seq: int) -> None:
+        profile = self._profiles[pid]
+        if incarnation != profile.incarnation:
+            return
+        while profile.log and profile.log[0].seq <= applied_seq:
+            profile.log.popleft()
+        profile.checkpoint_seq = max(profile.checkpoint_seq, applied_seq)
+        if profile.hold:
+            profile.status = Status.BOOTSTRAP_HELD
+            return
+        self._go_live(profile)
+
+    def _go_live(self, profile: _Profile) -> None:
+        profile.status = Status.LIVE
+        if profile.halted is not None:
+            self._tell(profile, Halt(reason=profile.halted))
+        self._deliver(profile, list(profile.log))
+
+    def _on_crash(self, crash: ProfileCrashed) -> None:
+        profile = self._profiles[crash.profile_id]
+        if crash.incarnation != profile.incarnation or profile.status is Status.FAILED:
+            return
+        logger.warning(
+            "profile %s (incarnation %d) crashed on seq %s: %s",
+            crash.profile_id,
+            crash.incarnation,
+            crash.seq,
+            crash.error,
+        )
+        profile.ref = None
+        profile.status = Status.RESTARTING
+        if crash.seq is not None:
+            profile.crash_counts[crash.seq] += 1
+            attempts = profile.crash_counts[crash.seq]
+            if attempts >= self._policy.max_attempts:
+                self._dead_letter(profile, crash.seq, crash.error, attempts)
+        now = self._clock()
+        while profile.restarts and now - profile.restarts[0] > self._policy.window:
+            profile.restarts.popleft()
+        if len(profile.restarts) >= self._policy.max_restarts:
+            profile.status = Status.FAILED
+            logger.error(
+                "profile %s FAILED: %d restarts within %.0f s; its messages stay logged",
+                crash.profile_id,
+                len(profile.restarts),
+                self._policy.window,
+            )
+            return
+        delay = self._policy.delay(len(profile.restarts))
+        profile.restarts.append(now)
+        self._schedule_restart(profile, delay)
+
+    def _dead_letter(self, profile: _Profile, seq: int, error: str, attempts: int) -> None:
+        for item in profile.log:
+            if item.seq == seq:
+                profile.log.remove(item)
+                letter = DeadLetter(
+                    profile_id=profile.spec.profile_id,
+                    seq=seq,
+                    payload=item.payload,
+                    error=error,
+                    attempts=attempts,
+                )
+                self.dead_letters.append(letter)
+                profile.halted = f"dead letter seq {seq}: {error}"
+                logger.error("profile %s halted: %s", profile.spec.profile_id, profile.halted)
+                self._on_dead_letter(letter)
+                return
+
+    def _schedule_restart(self, profile: _Profile, delay: float) -> None:
+        message = RestartProfile(
+            profile_id=profile.spec.profile_id, incarnation=profile.incarnation + 1
+        )
+        ref = self.actor_ref
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            with contextlib.suppress(pykka.ActorDeadError):  # supervisor stopped meanwhile
+                ref.tell(message)
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+
+    def _on_restart_timer(self, pid: str, incarnation: int) -> None:
+        profile = self._profiles[pid]
+        if profile.status is Status.RESTARTING and incarnation == profile.incarnation + 1:
+            self._start_incarnation(profile)
+
+    def _hold_bootstrap(self, pid: str) -> None:
+        profile = self._profiles[pid]
+        profile.hold = True
+        if profile.status is Status.LIVE and profile.ref is not None:
+            # A fresh bootstrap from the last good state: stop this incarnation after it has
+            # drained and checkpointed what it was given (pykka's stop is queued behind them).
+            old = profile.ref
+            profile.ref = None
+            old.stop(block=False)
+            self._start_incarnation(profile)
+
+    def _complete_bootstrap(self, pid: str) -> None:
+        profile = self._profiles[pid]
+        profile.hold = False
+        if profile.status is Status.BOOTSTRAP_HELD:
+            self._go_live(profile)
+
+    def _inspect(self) -> dict[str, Any]:
+        return {
+            "profiles": {
+                pid: {
+                    "status": p.status.value,
+                    "incarnation": p.incarnation,
+                    "next_seq": p.next_seq,
+                    "delivered_seq": p.delivered_seq,
+                    "checkpoint_seq": p.checkpoint_seq,
+                    "log": len(p.log),
+                    "halted": p.halted,
+                    "restarts": len(p.restarts),
+                }
+                for pid, p in self._profiles.items()
+            },
+            "owners": len(self._owners),
+            "parked": len(self.parked),
+            "dead_letters": list(self.dead_letters),
+            "timers": len(self._timers),
+        }
+
+
+def check_account_caps(
+    profiles: Sequence[ProfileSpec], balances: Mapping[str, Mapping[str, int]] | None
+) -> None:
+    """Refuse a configuration whose profiles could together reserve more than an account holds.
+
+    Each profile can reserve at most its claims (its allocation), so when the claims fit the
+    balance, the sum of all reservations on the account can never exceed it.
+    """
+    if balances is None:
+        return
+    totals: dict[tuple[str, str], int] = collections.Counter()
+    for spec in profiles:
+        for asset, amount in spec.claims.items():
+            totals[(spec.account_id, asset)] += amount
+    for (account, asset), claimed in sorted(totals.items()):
+        held = balances.get(account, {}).get(asset, 0)
+        if claimed > held:
+            raise InvalidConfig(
+                f"profiles on account {account} claim {claimed} {asset} but it holds {held}"
+            )
