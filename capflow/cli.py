@@ -1,23 +1,29 @@
-"""``capflow`` command line: the main job (``run``/``demo``) and operator tools."""
+"""``capflow`` command line: the main job (``run``, ``demo``), scenarios, and operator tools.
+
+Each subcommand lives in its own module, which adds its parser with ``add_parser(sub)`` and
+runs with ``main(args) -> exit code``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    print("capflow: the accounting core is in place; the runtime demo is coming with the runtime.")
-    return 0
+#: subcommand modules, in help order
+COMMANDS = ("capflow.run", "capflow.scenario")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every ``capflow`` subcommand."""
-    parser = argparse.ArgumentParser(prog="capflow", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run a ~30 s demo of the runtime on a simulated exchange")
-    demo.set_defaults(func=_cmd_demo)
+    parser = argparse.ArgumentParser(
+        prog="capflow",
+        description="Exact, crash-safe books for many trading-bot profiles.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 

@@ -1,0 +1,365 @@
+"""A grid profile (seed 001): fills drive the pure planner; its requests go to the exchange.
+
+Write-ahead: every book change that a request depends on (a placement put in flight, an order
+detached for cancel) is made *before* the request is sent, and the book is checkpointed with the
+message that caused it. After a crash the replay rebuilds the same book and re-sends the same
+requests with the same deterministic client order ids, which the exchange treats as one.
+
+A cancel is confirmed in the books only once every fill the exchange reports for that order has
+been applied: the exchange's cancel answer carries its ``filled``; if our book has seen less, the
+confirmation waits (``awaiting``) until the missing fills arrive through the feed. Confirming
+earlier would free capital that a late fill then spends a second time.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from accounting import (
+    CancelRequest,
+    GridBook,
+    GridConfig,
+    OrderStatus,
+    Placement,
+    apply_plan,
+    plan_rebalance,
+    should_rebalance,
+)
+from actors.events import EventSink
+from actors.handler_base import Clock, HandlerBase
+from actors.profile import InjectedCrash, ProfileHandler
+from exchange import Exchange
+from messages import (
+    CrashProfile,
+    ExchangeUnavailable,
+    Fill,
+    InputError,
+    InvalidMessage,
+    OrderCanceled,
+    PriceTick,
+    ReservationRejected,
+    StartGrid,
+    StateError,
+)
+
+logger = logging.getLogger("capflow.grid")
+
+Request = Placement | CancelRequest
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GridProfileConfig:
+    """A grid profile's fixed settings.
+
+    Attributes:
+        grid: the grid's configuration (a :class:`StartGrid` may override its geometry).
+        base_total: base units the profile holds at creation.
+        quote_total: quote units the profile holds at creation.
+        start_on_boot: create the grid at once; otherwise wait for a :class:`StartGrid`.
+    """
+
+    grid: GridConfig
+    base_total: int
+    quote_total: int
+    start_on_boot: bool = True
+
+
+class GridProfile(HandlerBase):
+    """Applies fills and order events to a :class:`GridBook` and carries out its plans."""
+
+    def __init__(
+        self,
+        profile_id: str,
+        config: GridProfileConfig,
+        book: GridBook | None,
+        *,
+        awaiting: dict[str, int] | None = None,
+        halted: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(profile_id, **kwargs)
+        self._config = config
+        self.book = book
+        self._awaiting: dict[str, int] = dict(awaiting or {})
+        self._halted = halted
+
+    # -- ProfileHandler --------------------------------------------------------------------
+    def handle(self, payload: object) -> None:
+        match payload:
+            case Fill():
+                self._fill(payload)
+            case StartGrid():
+                self._start(payload)
+            case OrderCanceled(client_order_id=cid):
+                self._canceled_outside(cid)
+            case PriceTick():
+                self._maintain()
+            case CrashProfile():
+                raise InjectedCrash(f"profile {self.profile_id}: poison message {payload}")
+            case _:
+                raise InjectedCrash(f"profile {self.profile_id} cannot handle {payload!r}")
+        if self.book is not None:
+            self.after_message(self.book.check_invariants, self.halt)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "book": None if self.book is None else self.book.to_state(),
+            "awaiting": dict(self._awaiting),
+            "halted": self._halted,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": "grid", "profile_id": self.profile_id}
+        out["halted"] = self._halted is not None
+        if self.book is None:
+            return {**out, "started": False}
+        funds = self.book.recalculate_funds()
+        active = sum(1 for o in self.book.orders.values() if o.status is OrderStatus.OPEN)
+        return {
+            **out,
+            "started": True,
+            "boundary": self.book.boundary,
+            "open_orders": active,
+            "funds": {
+                asset: {
+                    "total": f.total,
+                    "free": f.free,
+                    "committed": f.committed,
+                    "virtual": f.virtual,
+                    "in_flight": f.in_flight,
+                    "available": f.available,
+                    "cache_funds": f.cache_funds,
+                    "fees_owed": f.fees_owed,
+                }
+                for asset, f in sorted(funds.items())
+            },
+        }
+
+    def halt(self, reason: str) -> None:
+        if self._halted is None:
+            self._halted = reason
+
+    # -- messages --------------------------------------------------------------------------
+    def _start(self, cmd: StartGrid) -> None:
+        try:
+            if self.book is not None:
+                raise InvalidMessage(f"grid of profile {self.profile_id} is already started")
+            if cmd.symbol != self._config.grid.market.symbol:
+                raise InvalidMessage(
+                    f"profile {self.profile_id} trades {self._config.grid.market.symbol},"
+                    f" not {cmd.symbol}"
+                )
+            grid = dataclasses.replace(
+                self._config.grid,
+                center_price=cmd.center_price,
+                increment=cmd.increment,
+                target_spread=cmd.target_spread,
+                min_price=cmd.min_price,
+                max_price=cmd.max_price,
+                active_orders=cmd.active_orders,
+                budget_base=cmd.budget_base,
+                budget_quote=cmd.budget_quote,
+            )
+            self.book = GridBook.create(
+                self.profile_id,
+                grid,
+                base_total=self._config.base_total,
+                quote_total=self._config.quote_total,
+            )
+        except (InputError, StateError) as exc:
+            self._publish(
+                ReservationRejected,
+                profile_id=self.profile_id,
+                signal_id=cmd.message_id,
+                reason=exc.reason,
+                needed=0,
+                available=0,
+                detail=str(exc),
+                correlation_id=cmd.message_id,
+            )
+            return
+        self._cycle()
+
+    def _fill(self, fill: Fill) -> None:
+        if self.book is None:
+            self._fill_rejected(fill, InvalidMessage(f"grid {self.profile_id} is not started"))
+            return
+        try:
+            outcome = self.book.apply_fill(fill)
+        except (InputError, StateError) as exc:
+            self._fill_rejected(fill, exc)
+            return
+        self._fill_applied(fill, duplicate=outcome.duplicate)
+        if outcome.duplicate:
+            return
+        requests: list[Request] = self._settle_awaited(outcome.order_id)
+        if outcome.full and fill.side.value == "sell":
+            # A sell remainder worth nothing in quote counts as full here, but the dust may
+            # still rest on the exchange: take it off so it cannot fill behind our back.
+            self._cancel_on_exchange(fill.order_id, fill.symbol)
+        self._execute(requests)
+        if self._halted is None and should_rebalance(self.book, [outcome]):
+            self._cycle()
+
+    def _canceled_outside(self, cid: str) -> None:
+        book = self.book
+        if book is None or cid not in book.orders:
+            return
+        order = book.orders[cid]
+        if order.status is OrderStatus.OPEN:
+            book.begin_cancel(cid)
+        requests = self._settle_awaited(cid, exchange_filled=order.filled_qty)
+        self._execute(requests)
+
+    # -- carrying out plans ----------------------------------------------------------------
+    def _cycle(self) -> None:
+        """Plan a rebalance, apply its book side, send its requests (halted: retries only)."""
+        if self.book is None:
+            return
+        requests = self._retries()
+        if self._halted is None:
+            requests += apply_plan(self.book, plan_rebalance(self.book))
+        self._execute(requests)
+
+    def place_initial_orders(self) -> None:
+        """Run the first rebalance of a grid created from config."""
+        self._cycle()
+
+    def _maintain(self) -> None:
+        if self.book is not None:
+            self._execute(self._retries())
+
+    def _retries(self) -> list[Request]:
+        """Requests whose answer never came (exchange unreachable): re-send them, same ids."""
+        book = self.book
+        if book is None:
+            return []
+        out: list[Request] = []
+        for oid, order in sorted(book.orders.items()):
+            if order.status is OrderStatus.IN_FLIGHT and order.slot is not None:
+                out.append(
+                    Placement(
+                        client_order_id=oid,
+                        slot=order.slot,
+                        side=order.side,
+                        price=order.price,
+                        qty=order.qty,
+                        size=order.size,
+                    )
+                )
+            elif order.status is OrderStatus.CANCELING and oid not in self._awaiting:
+                out.append(CancelRequest(order_id=oid, exchange_id=order.exchange_id))
+        return out
+
+    def _execute(self, requests: list[Request]) -> None:
+        book = self.book
+        if book is None or not requests:
+            return
+        queue = collections.deque(requests)
+        while queue:
+            request = queue.popleft()
+            if isinstance(request, Placement):
+                self._place(book, request)
+            else:
+                queue.extend(self._cancel(book, request))
+        book.settle_fees()
+
+    def _place(self, book: GridBook, placement: Placement) -> None:
+        outcome, exchange_id = self._send_order(
+            client_order_id=placement.client_order_id,
+            symbol=book.config.market.symbol,
+            side=placement.side,
+            qty=placement.qty,
+            price=placement.price,
+        )
+        if outcome == "accepted" and exchange_id is not None:
+            book.confirm_placement(placement.client_order_id, exchange_id)
+        elif outcome == "rejected":
+            book.reject_placement(placement.client_order_id)
+
+    def _cancel(self, book: GridBook, request: CancelRequest) -> list[Request]:
+        order = self._cancel_on_exchange(
+            request.exchange_id or request.order_id, book.config.market.symbol
+        )
+        if order is None:
+            return []  # unreachable: stays CANCELING, retried on the next cycle
+        return self._settle_awaited(request.order_id, exchange_filled=int(order["filled"]))
+
+    def _cancel_on_exchange(self, order_id: str, symbol: str) -> Any:
+        try:
+            return self._exchange.cancel_order(order_id, symbol)
+        except ExchangeUnavailable as exc:
+            logger.warning("profile %s: cancel of %s not sent: %s", self.profile_id, order_id, exc)
+            return None
+        except (InputError, StateError) as exc:
+            logger.warning("profile %s: cancel of %s refused: %s", self.profile_id, order_id, exc)
+            return None
+
+    def _settle_awaited(self, order_id: str, exchange_filled: int | None = None) -> list[Request]:
+        """Confirm a cancel once the book has applied every fill the exchange reported."""
+        book = self.book
+        if book is None:
+            return []
+        if exchange_filled is not None:
+            self._awaiting[order_id] = exchange_filled
+        if order_id not in self._awaiting:
+            return []
+        order = book.orders.get(order_id)
+        if order is not None and order.filled_qty < self._awaiting[order_id]:
+            return []  # fills still on their way through the feed
+        del self._awaiting[order_id]
+        if order is None or order.status is not OrderStatus.CANCELING:
+            return []
+        outcome = book.confirm_cancel(order_id)
+        return [] if outcome.placement is None else [outcome.placement]
+
+
+def grid_factory(
+    config: GridProfileConfig,
+    *,
+    exchange: Exchange,
+    events: EventSink,
+    clock: Clock = time.time_ns,
+) -> Callable[[str, dict[str, Any] | None, Callable[[str], None]], ProfileHandler]:
+    """A :class:`HandlerFactory` for grid profiles sharing these dependencies."""
+
+    def build(
+        profile_id: str, state: dict[str, Any] | None, register: Callable[[str], None]
+    ) -> ProfileHandler:
+        deps: dict[str, Any] = {
+            "exchange": exchange,
+            "events": events,
+            "register": register,
+            "clock": clock,
+        }
+        if state is None:
+            book = None
+            if config.start_on_boot:
+                book = GridBook.create(
+                    profile_id,
+                    config.grid,
+                    base_total=config.base_total,
+                    quote_total=config.quote_total,
+                )
+            profile = GridProfile(profile_id, config, book, **deps)
+            # Place the initial orders now. Before the first checkpoint a crash rebuilds this
+            # same book and re-sends the same client order ids, which the exchange dedupes.
+            profile.place_initial_orders()
+            return profile
+        book_state = state.get("book")
+        return GridProfile(
+            profile_id,
+            config,
+            None if book_state is None else GridBook.from_state(book_state),
+            awaiting={str(k): int(v) for k, v in dict(state.get("awaiting") or {}).items()},
+            halted=state.get("halted"),
+            **deps,
+        )
+
+    return build
