@@ -3,7 +3,7 @@
 :class:`GridBook` adds the operations to :class:`accounting.grid_view.GridView`. Each operation
 validates first, then runs in a transaction that restores the previous state on any error and
 checks every invariant before it returns, so a rejected input leaves the books identical.
-See ``docs/accounting-grid.md`` for the model, the rotation sequence and worked examples.
+See ``docs/accounting.md (part 2)`` for the model, the rotation sequence and worked examples.
 """
 
 from __future__ import annotations

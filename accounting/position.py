@@ -8,7 +8,7 @@ An entry (BUY) order reserves its estimate before it is sent; each entry fill mo
 out of the order's reservation into the position's cost basis (``reserved_for_positions``); an
 exit (SELL) fill releases the sold slice of that basis and books proceeds minus basis as
 realized PnL. Fees are inside those numbers: ``realized_pnl`` is net of every fee, and
-``fees_paid`` only reports their total. See ``docs/accounting-position.md`` for worked examples.
+``fees_paid`` only reports their total. See ``docs/accounting.md`` (part 1) for worked examples.
 
 The ledger does no locking and no I/O: one actor owns it (the seed's per-profile lock), and a
 rejected call raises a ``StateError``/``InputError`` with the books left exactly as they were.

@@ -59,7 +59,7 @@ def usd(book: GridBook) -> tuple[int, ...]:
 
 
 def test_rotation_sequence_after_a_full_sell_fill() -> None:
-    """The worked example of docs/accounting-grid.md, step by step."""
+    """The worked example of docs/accounting.md (part 2), step by step."""
     book = make_book()
     open_window(book)
     fill = make_fill(order_on(book, 6), trade_id="t1", qty=800)  # 800 BTS sold for 812 USD

@@ -1,6 +1,6 @@
 """Shared builders for the grid tests (this module holds no tests).
 
-The example grid used throughout (and in ``docs/accounting-grid.md``): BTS/USD, both assets
+The example grid used throughout (and in ``docs/accounting.md (part 2)``): BTS/USD, both assets
 with precision 0, center 1, increment 1 %, spread 3 %, prices in [0.95, 1.05], 2 orders per
 side, weight ratio 0.5, budgets 1500/1500. Ten levels; the spread gap is 2 slots and the
 initial boundary is 4: slots 0-3 BUY, 4-5 SPREAD, 6-9 SELL. Ideal sizes, nearest the spread

@@ -1,6 +1,6 @@
 """The position ledger: seed 000's scenarios, every rejection, invariants and snapshots.
 
-Numbers follow the worked example of docs/accounting-position.md: BTC at 8 decimals (sat), USDT
+Numbers follow the worked example of docs/accounting.md (part 1): BTC at 8 decimals (sat), USDT
 at 2 decimals (cents), limit 30 000, fee rate 0.1 %, so 0.01 BTC reserves 30 000 + 30 cents.
 """
 
