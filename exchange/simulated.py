@@ -486,8 +486,7 @@ class SimulatedExchange:
         remaining = record.amount - record.filled
         if self._settings.partial_fill is None:
             return remaining
-        qty = min(remaining, self._settings.partial_fill.draw(record.amount, self._rng))
-        return qty
+        return min(remaining, self._settings.partial_fill.draw(record.amount, self._rng))
 
     def _fill(self, record: OrderRecord, qty: int, ts: int) -> Trade:
         maker = record.type == "limit"
