@@ -60,7 +60,11 @@ class Role(enum.StrEnum):
     @property
     def side(self) -> Side | None:
         """The order side a slot of this role holds, ``None`` for the spread."""
-        return None if self is Role.SPREAD else Side(self.value)
+        return _ROLE_SIDE[self]
+
+
+# A lookup, not Side(self.value): this runs once per slot whenever funds are recomputed.
+_ROLE_SIDE: dict[Role, Side | None] = {Role.BUY: Side.BUY, Role.SPREAD: None, Role.SELL: Side.SELL}
 
 
 def _int_field(value: object, *, name: str, low: int, high: int | None = None) -> int:

@@ -145,8 +145,9 @@ class GridView:
         proceeds grow the grid and owed fees shrink it.
         """
         asset = self._config.asset_sold(side).symbol
-        funds = self.recalculate_funds()[asset]
-        budget = max(0, funds.total - funds.fees_owed - funds.fee_reservation)
+        balance = self._balances[asset]
+        reservation = self._config.fee_reservation if asset == self._config.fee_asset.symbol else 0
+        budget = max(0, balance.total - balance.fees_owed - reservation)
         indices = self.side_slots(side)
         sizes = ideal_sizes(len(indices), budget, self._config.weight_ratio)
         return dict(zip(indices, sizes, strict=True))
@@ -159,19 +160,26 @@ class GridView:
     def recalculate_funds(self) -> dict[str, AssetFunds]:
         """Every fund component per asset symbol, recomputed from balances, slots and orders."""
         market = self._config.market
-        committed = {market.base.symbol: 0, market.quote.symbol: 0}
+        base, quote = market.base.symbol, market.quote.symbol
+        committed = {base: 0, quote: 0}
         virtual = dict(committed)
         in_flight = dict(committed)
+        sold = {Side.BUY: quote, Side.SELL: base}
         for order in self._orders.values():
-            asset = self._config.asset_sold(order.side).symbol
             if order.status is OrderStatus.IN_FLIGHT:
-                in_flight[asset] += order.size
+                in_flight[sold[order.side]] += order.size
             else:
-                committed[asset] += order.remaining
+                committed[sold[order.side]] += order.remaining
+        # The hot loop of every invariant check: plain attribute reads, no properties.
+        virtual_buy = virtual_sell = 0
         for slot in self._slots:
-            side = slot.role.side
-            if slot.is_free and side is not None:
-                virtual[self._config.asset_sold(side).symbol] += slot.size
+            if slot.order_id is None:
+                if slot.role is Role.BUY:
+                    virtual_buy += slot.size
+                elif slot.role is Role.SELL:
+                    virtual_sell += slot.size
+        virtual[quote] += virtual_buy
+        virtual[base] += virtual_sell
         fee_asset = self._config.fee_asset.symbol
         return {
             asset: AssetFunds(

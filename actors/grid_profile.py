@@ -199,9 +199,10 @@ class GridProfile(HandlerBase):
         if outcome.duplicate:
             return
         requests: list[Request] = self._settle_awaited(outcome.order_id)
-        if outcome.full and fill.side.value == "sell":
-            # A sell remainder worth nothing in quote counts as full here, but the dust may
-            # still rest on the exchange: take it off so it cannot fill behind our back.
+        if outcome.full and outcome.released:
+            # A remainder worth nothing in the other asset counts as full in the books (its
+            # leftover is released), but that dust may still rest on the exchange: take it off
+            # so it cannot fill behind our back. Cancelling a closed order is a no-op.
             self._cancel_on_exchange(fill.order_id, fill.symbol)
         self._execute(requests)
         if self._halted is None and should_rebalance(self.book, [outcome]):
