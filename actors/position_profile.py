@@ -23,6 +23,7 @@ from messages import (
     InputError,
     Market,
     OpenPosition,
+    OrderAccepted,
     OrderCanceled,
     OrderRejected,
     PriceTick,
@@ -70,6 +71,8 @@ class PositionProfile(HandlerBase):
                 self._close(payload)
             case OrderCanceled(client_order_id=cid) | OrderRejected(client_order_id=cid):
                 self._release(cid)
+            case OrderAccepted():
+                pass  # the exchange's ack of an order we sent: reported when it was placed
             case PriceTick():
                 pass  # marks are not part of the books
             case CrashProfile():

@@ -13,8 +13,10 @@ checkpoint and receives the log again applies each message exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -28,6 +30,7 @@ from actors.protocol import (
     GetBooks,
     Halt,
     ProfileCrashed,
+    ProfileStopped,
     RegisterOrder,
     Sync,
 )
@@ -40,8 +43,14 @@ class InjectedCrash(RuntimeError):
     """Raised on purpose by crash drills; any other unexpected exception behaves the same."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CrashNow:
-    """Out-of-band drill message: the actor dies at once, losing whatever its inbox holds."""
+    """Out-of-band drill message: the actor dies at once, losing whatever its inbox holds.
+
+    Routed by ``profile_id`` but never logged: a restart does not replay it.
+    """
+
+    profile_id: str
 
 
 class ProfileHandler(Protocol):
@@ -127,6 +136,23 @@ class ProfileActor(pykka.ThreadingActor):
                 applied_seq=self._applied_seq,
             )
         )
+
+    def on_stop(self) -> None:
+        # A requested stop is queued behind the messages already delivered: make them durable,
+        # so that the next incarnation (a held bootstrap waits for this) starts from them.
+        try:
+            self._checkpoint()
+        except pykka.ActorDeadError:
+            return  # the supervisor is stopping too
+        except Exception as exc:
+            # Not durable: the next incarnation must replay them from the log, as after a crash.
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._report_crash(exc)
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._supervisor.tell(
+                ProfileStopped(profile_id=self.profile_id, incarnation=self.incarnation)
+            )
 
     def _register(self, client_order_id: str) -> None:
         self._supervisor.tell(

@@ -53,6 +53,14 @@ class ProfileCrashed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileStopped:
+    """A profile actor stopped on request, after checkpointing everything it had applied."""
+
+    profile_id: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RestartProfile:
     """Timer callback: start a new incarnation of a crashed profile (after backoff)."""
 

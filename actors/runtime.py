@@ -17,6 +17,7 @@ from typing import Any, Self, cast
 import pykka
 
 from actors.events import EventSink
+from actors.profile import CrashNow
 from actors.protocol import GetBooks, Sync
 from actors.supervisor import (
     CompleteBootstrap,
@@ -31,13 +32,17 @@ from actors.supervisor import (
     Supervisor,
 )
 from messages import (
+    ClosePosition,
     DeadLettered,
     Fill,
     FillRejected,
     Message,
+    OpenPosition,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
+    ReservationRejected,
+    UnknownProfile,
 )
 from persistence import MemoryStore, SnapshotStore
 
@@ -119,13 +124,39 @@ class Runtime:
         if payloads:
             self.supervisor.tell(Submit(payloads=payloads))
 
+    def crash_profile(self, profile_id: str) -> None:
+        """Drill: kill the profile's current actor after what was submitted before this call.
+
+        The crash is out of band (never logged, never replayed); the supervisor restarts the
+        profile, which replays its log from the last checkpoint. A crash requested while the
+        profile has no running actor (restarting, failed) does nothing.
+
+        Raises:
+            UnknownProfile: no such profile runs here.
+        """
+        self.submit(CrashNow(profile_id=self._known(profile_id)))
+
     def hold_bootstrap(self, profile_id: str) -> None:
-        """Restart a profile into a bootstrap that stays open (messages queue meanwhile)."""
-        self.supervisor.tell(HoldBootstrap(profile_id=profile_id))
+        """Restart a profile into a bootstrap that stays open (messages queue meanwhile).
+
+        Raises:
+            UnknownProfile: no such profile runs here.
+        """
+        self.supervisor.tell(HoldBootstrap(profile_id=self._known(profile_id)))
 
     def complete_bootstrap(self, profile_id: str) -> None:
-        """End a held bootstrap: queued messages are applied in arrival order."""
-        self.supervisor.tell(CompleteBootstrap(profile_id=profile_id))
+        """End a held bootstrap: queued messages are applied in arrival order.
+
+        Raises:
+            UnknownProfile: no such profile runs here.
+        """
+        self.supervisor.tell(CompleteBootstrap(profile_id=self._known(profile_id)))
+
+    def _known(self, profile_id: str) -> str:
+        ids = sorted(spec.profile_id for spec in self.profiles)
+        if profile_id not in ids:
+            raise UnknownProfile(f"unknown profile {profile_id!r}: this runtime runs {ids}")
+        return profile_id
 
     # -- observation -----------------------------------------------------------------------
     def inspect(self) -> dict[str, Any]:
@@ -146,8 +177,10 @@ class Runtime:
             self.inspect()
             for ref in self._refs().values():
                 # A crashed profile is restarted by the supervisor; we simply go round again.
-                with contextlib.suppress(pykka.ActorDeadError):
-                    ref.ask(Sync(), timeout=max(0.01, deadline - time.monotonic()))
+                # An ask that raced the actor's death is never answered: wait for it briefly
+                # and go round again too (the next round asks the new incarnation).
+                with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
+                    ref.ask(Sync(), timeout=min(1.0, max(0.01, deadline - time.monotonic())))
             info = self.inspect()
             settled = info["timers"] == 0 and all(
                 p["status"] in _SETTLED or (p["status"] == Status.LIVE.value and p["log"] == 0)
@@ -175,6 +208,23 @@ class Runtime:
         return f"runtime:{self._ids}"
 
     def _unroutable(self, payload: Any, why: str) -> None:
+        if isinstance(payload, OpenPosition | ClosePosition):
+            # A signal is refused as a reservation (counted under its own reason), not as a
+            # fill: it has no trade id, and "unroutable" fills are the parked exchange events.
+            self.events.publish(
+                ReservationRejected(
+                    message_id=self._next_id(),
+                    ts_ns=self._clock(),
+                    profile_id=payload.profile_id,
+                    signal_id=payload.signal_id,
+                    reason=UnknownProfile.reason,
+                    needed=0,
+                    available=0,
+                    detail=why,
+                    correlation_id=payload.message_id,
+                )
+            )
+            return
         trade_id = getattr(payload, "trade_id", None)
         self.events.publish(
             FillRejected(

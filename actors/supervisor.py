@@ -13,6 +13,9 @@ Profile lifecycle::
         ▼                        │                          ▼
     BOOTSTRAP_HELD ──complete────┘                        FAILED
 
+A held bootstrap of a LIVE profile stops its actor first (RESTARTING) and starts the next
+incarnation only when the old one reports ProfileStopped, after its final checkpoint.
+
 Messages for a profile that is not LIVE are logged and held; going LIVE delivers every logged
 message newer than the checkpoint the new incarnation loaded, in order.
 """
@@ -39,6 +42,7 @@ from actors.protocol import (
     DeliverBatch,
     Halt,
     ProfileCrashed,
+    ProfileStopped,
     RegisterOrder,
     RestartProfile,
 )
@@ -249,6 +253,13 @@ class Supervisor(pykka.ThreadingActor):
                 self._on_crash(message)
             case RestartProfile(profile_id=pid, incarnation=inc):
                 self._on_restart_timer(pid, inc)
+            case ProfileStopped(profile_id=pid, incarnation=inc):
+                self._on_stopped(pid, inc)
+            case HoldBootstrap(profile_id=pid) | CompleteBootstrap(profile_id=pid) if (
+                pid not in self._profiles
+            ):
+                # A tell that raised would stop the supervisor, and every profile with it.
+                logger.error("ignored %s: no profile %r runs here", message, pid)
             case HoldBootstrap(profile_id=pid):
                 self._hold_bootstrap(pid)
             case CompleteBootstrap(profile_id=pid):
@@ -267,6 +278,9 @@ class Supervisor(pykka.ThreadingActor):
             for pid in self._targets(payload):
                 profile = self._profiles[pid]
                 if isinstance(payload, CrashNow):
+                    # Out of band, but after what this same submit routed to the profile before
+                    # it, so a drill's crash point is where the caller put it.
+                    self._deliver(profile, batches.pop(pid, []))
                     self._tell(profile, payload)
                     continue
                 item = Deliver(seq=profile.next_seq, payload=payload)
@@ -419,10 +433,17 @@ class Supervisor(pykka.ThreadingActor):
         profile.hold = True
         if profile.status is Status.LIVE and profile.ref is not None:
             # A fresh bootstrap from the last good state: stop this incarnation after it has
-            # drained and checkpointed what it was given (pykka's stop is queued behind them).
+            # applied and checkpointed what it was given (pykka's stop is queued behind them);
+            # the next one starts on its ProfileStopped, never alongside it (it would load an
+            # older checkpoint and redo what this one did). Meanwhile messages are only logged.
             old = profile.ref
             profile.ref = None
+            profile.status = Status.RESTARTING
             old.stop(block=False)
+
+    def _on_stopped(self, pid: str, incarnation: int) -> None:
+        profile = self._profiles[pid]
+        if incarnation == profile.incarnation and profile.status is Status.RESTARTING:
             self._start_incarnation(profile)
 
     def _complete_bootstrap(self, pid: str) -> None:
