@@ -61,13 +61,28 @@ class HandlerBase:
         self._clock = clock
         self._check = check_invariants
         self._ids = itertools.count(1)
+        self._outbox: list[Message] = []
 
     # -- events ----------------------------------------------------------------------------
     def _new_id(self) -> str:
         return f"{self.profile_id}:{next(self._ids)}"
 
     def _publish(self, event_type: type[Message], **fields: Any) -> None:
-        self._events.publish(event_type(message_id=self._new_id(), ts_ns=self._clock(), **fields))
+        # Held until the checkpoint covering this message is durable (see ProfileActor).
+        self._outbox.append(event_type(message_id=self._new_id(), ts_ns=self._clock(), **fields))
+
+    def take_events(self) -> list[Message]:
+        """The events of the messages applied since the last call."""
+        events, self._outbox = self._outbox, []
+        return events
+
+    def publish_events(self, events: list[Message]) -> None:
+        """Publish events whose checkpoint is durable."""
+        for event in events:
+            self._events.publish(event)
+
+    def reconcile(self) -> None:
+        """Bring the books in line with the exchange after a restart (see subclasses)."""
 
     def _fill_applied(self, fill: Fill, *, duplicate: bool) -> None:
         self._publish(

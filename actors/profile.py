@@ -13,6 +13,7 @@ checkpoint and receives the log again applies each message exactly once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -25,6 +26,7 @@ import pykka
 from actors.protocol import (
     BootstrapDone,
     Checkpointed,
+    Committed,
     Deliver,
     DeliverBatch,
     GetBooks,
@@ -56,8 +58,10 @@ class CrashNow:
 class ProfileHandler(Protocol):
     """The kind-specific part of a profile (position ledger or grid): pure books + exchange calls.
 
-    ``handle`` applies one message. It turns a caller's or state error into a published
-    rejection event (state unchanged) and lets only unexpected exceptions escape (a crash).
+    ``handle`` applies one message. It turns a caller's or state error into a rejection event
+    (state unchanged) and lets only unexpected exceptions escape (a crash). Events are held by
+    the handler (``take_events``) and published (``publish_events``) only once the checkpoint
+    that covers them is durable, so a replay after a crash never publishes an event twice.
     """
 
     def handle(self, payload: object) -> None: ...
@@ -68,17 +72,83 @@ class ProfileHandler(Protocol):
 
     def halt(self, reason: str) -> None: ...
 
+    def take_events(self) -> list[Any]: ...
+
+    def publish_events(self, events: list[Any]) -> None: ...
+
+    def reconcile(self) -> None: ...
+
 
 class HandlerFactory(Protocol):
     """Builds a profile's handler, from its checkpointed state or, with None, from config.
 
-    ``register(client_order_id)`` claims an order id for the profile in the supervisor's
-    ownership index; the handler calls it *before* sending the order to the exchange.
+    ``register(client_order_id)`` claims an order id for the profile in the ownership index;
+    the handler calls it *before* sending the order to the exchange.
     """
 
     def __call__(
         self, profile_id: str, state: dict[str, Any] | None, register: Callable[[str], None]
     ) -> ProfileHandler: ...
+
+
+class Durability(Protocol):
+    """Where a profile's checkpoints go, and whether they are durable at once or later."""
+
+    #: True: ``checkpoint`` returns once durable. False: durability is confirmed later by a
+    #: :class:`Committed` message (a batched commit on another thread).
+    synchronous: bool
+
+    def load(self, profile_id: str) -> tuple[int, dict[str, Any] | None]:
+        """``(applied seq, state)`` of the last durable checkpoint; ``(0, None)`` if none."""
+
+    def checkpoint(
+        self,
+        *,
+        profile_id: str,
+        incarnation: int,
+        seq: int,
+        offset: str | None,
+        state: dict[str, Any],
+        acks: tuple[str, ...],
+    ) -> None:
+        """Make ``state`` (everything up to ``seq``) durable, and ack the covered entries."""
+
+    def register(self, profile_id: str, client_order_id: str) -> None:
+        """Claim an order id for a profile (synchronously, before the order is sent)."""
+
+    @property
+    def reconciles(self) -> bool:
+        """Whether a fresh incarnation reconciles its books with the exchange on start."""
+
+
+class MemoryDurability:
+    """Checkpoints in a :class:`SnapshotStore`, synchronously (the embedded default)."""
+
+    synchronous = True
+    reconciles = False
+
+    def __init__(self, store: SnapshotStore, claim: Callable[[str, str], object]) -> None:
+        self._store = store
+        self._claim = claim
+
+    def load(self, profile_id: str) -> tuple[int, dict[str, Any] | None]:
+        checkpoint = self._store.load(profile_id)
+        return (0, None) if checkpoint is None else (checkpoint.seq, checkpoint.state)
+
+    def checkpoint(
+        self,
+        *,
+        profile_id: str,
+        incarnation: int,
+        seq: int,
+        offset: str | None,
+        state: dict[str, Any],
+        acks: tuple[str, ...],
+    ) -> None:
+        self._store.save(Checkpoint(profile_id=profile_id, seq=seq, state=state))
+
+    def register(self, profile_id: str, client_order_id: str) -> None:
+        self._claim(client_order_id, profile_id)
 
 
 class ProfileActor(pykka.ThreadingActor):
@@ -88,7 +158,7 @@ class ProfileActor(pykka.ThreadingActor):
         profile_id: the profile this actor serves.
         incarnation: increases with every (re)start; stale reports are ignored upstream.
         factory: builds the handler from the last checkpoint (or from config).
-        store: where checkpoints go.
+        durability: where checkpoints go (memory, or the fenced journal store).
         supervisor: the supervisor's ref, for ``tell`` only (never ``ask`` from here).
         checkpoint_every: checkpoint after this many messages even while the inbox is busy.
     """
@@ -101,7 +171,7 @@ class ProfileActor(pykka.ThreadingActor):
         profile_id: str,
         incarnation: int,
         factory: HandlerFactory,
-        store: SnapshotStore,
+        durability: Durability,
         supervisor: pykka.ActorRef[Any],
         checkpoint_every: int = 64,
     ) -> None:
@@ -109,22 +179,29 @@ class ProfileActor(pykka.ThreadingActor):
         self.profile_id = profile_id
         self.incarnation = incarnation
         self._factory = factory
-        self._store = store
+        self._durability = durability
         self._supervisor = supervisor
         self._checkpoint_every = checkpoint_every
         self._handler: ProfileHandler | None = None
         self._applied_seq = 0
         self._checkpointed_seq = 0
+        self._since_checkpoint = 0
+        self._offset: str | None = None
+        self._acks: list[str] = []
+        self._unpublished: collections.deque[tuple[int, list[Any]]] = collections.deque()
         self._current_seq: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_start(self) -> None:
         try:
-            checkpoint = self._store.load(self.profile_id)
-            state = None if checkpoint is None else checkpoint.state
+            seq, state = self._durability.load(self.profile_id)
             self._handler = self._factory(self.profile_id, state, self._register)
-            if checkpoint is not None:
-                self._applied_seq = self._checkpointed_seq = checkpoint.seq
+            self._applied_seq = self._checkpointed_seq = seq
+            if self._durability.reconciles:
+                # Recovery after a process restart: trades and orders the exchange has that
+                # the snapshot and journal do not (applied idempotently, by trade id).
+                self._handler.reconcile()
+                self._checkpoint(force=True)
         except Exception as exc:
             # pykka stops an actor whose on_start raises without calling on_failure: report it.
             self._report_crash(exc)
@@ -155,6 +232,8 @@ class ProfileActor(pykka.ThreadingActor):
             )
 
     def _register(self, client_order_id: str) -> None:
+        # Synchronous: the claim is visible to every router before the order is sent.
+        self._durability.register(self.profile_id, client_order_id)
         self._supervisor.tell(
             RegisterOrder(profile_id=self.profile_id, client_order_id=client_order_id)
         )
@@ -186,9 +265,12 @@ class ProfileActor(pykka.ThreadingActor):
         if isinstance(message, DeliverBatch):
             for item in message.items:
                 self._apply(item)
-                if self._applied_seq - self._checkpointed_seq >= self._checkpoint_every:
+                if self._since_checkpoint >= self._checkpoint_every:
                     self._checkpoint()
             self._maybe_checkpoint()
+            return None
+        if isinstance(message, Committed):
+            self._publish_committed(message.seq)
             return None
         if isinstance(message, Sync):
             self._checkpoint()
@@ -209,31 +291,50 @@ class ProfileActor(pykka.ThreadingActor):
         return self._handler
 
     def _apply(self, item: Deliver) -> None:
+        if item.offset is not None:
+            self._acks.append(item.offset)  # applied now or inside the snapshot: ack either way
         if item.seq <= self._applied_seq:
             return  # redelivered after a restart, already inside the checkpoint
         self._current_seq = item.seq
         self._books().handle(item.payload)
         self._applied_seq = item.seq
+        self._offset = item.offset if item.offset is not None else self._offset
+        self._since_checkpoint += 1
         self._current_seq = None
 
     def _maybe_checkpoint(self) -> None:
-        pending = self._applied_seq - self._checkpointed_seq
-        if pending and (pending >= self._checkpoint_every or self.actor_inbox.empty()):
+        pending = self._since_checkpoint or self._acks
+        if pending and (
+            self._since_checkpoint >= self._checkpoint_every or self.actor_inbox.empty()
+        ):
             self._checkpoint()
 
     def _checkpoint(self, *, force: bool = False) -> None:
-        if self._applied_seq == self._checkpointed_seq and not force:
+        handler = self._books()
+        if not (force or self._since_checkpoint or self._acks):
             return
-        self._store.save(
-            Checkpoint(
-                profile_id=self.profile_id,
-                seq=self._applied_seq,
-                state=self._books().to_state(),
-            )
+        events = handler.take_events()
+        self._durability.checkpoint(
+            profile_id=self.profile_id,
+            incarnation=self.incarnation,
+            seq=self._applied_seq,
+            offset=self._offset,
+            state=handler.to_state(),
+            acks=tuple(self._acks),
         )
         self._checkpointed_seq = self._applied_seq
-        self._supervisor.tell(
-            Checkpointed(
-                profile_id=self.profile_id, incarnation=self.incarnation, seq=self._applied_seq
+        self._since_checkpoint = 0
+        self._acks = []
+        if self._durability.synchronous:
+            handler.publish_events(events)
+            self._supervisor.tell(
+                Checkpointed(
+                    profile_id=self.profile_id, incarnation=self.incarnation, seq=self._applied_seq
+                )
             )
-        )
+        elif events:
+            self._unpublished.append((self._applied_seq, events))
+
+    def _publish_committed(self, seq: int) -> None:
+        while self._unpublished and self._unpublished[0][0] <= seq:
+            self._books().publish_events(self._unpublished.popleft()[1])

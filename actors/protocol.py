@@ -12,10 +12,14 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deliver:
-    """A logged message for a profile, with its per-profile sequence number."""
+    """A logged message for a profile, with its per-profile sequence number.
+
+    In durable mode ``seq`` derives from the journal entry id ``offset`` (ordered alike).
+    """
 
     seq: int
     payload: Any
+    offset: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +43,13 @@ class Checkpointed:
 
     profile_id: str
     incarnation: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Committed:
+    """Supervisor → profile: its checkpoint up to ``seq`` is durable; publish held events."""
+
     seq: int
 
 

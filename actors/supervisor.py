@@ -34,10 +34,13 @@ from typing import Any
 
 import pykka
 
-from actors.profile import CrashNow, HandlerFactory, ProfileActor
+from actors.journal import JournalEntries
+from actors.ownership import OwnershipIndex
+from actors.profile import CrashNow, Durability, HandlerFactory, MemoryDurability, ProfileActor
 from actors.protocol import (
     BootstrapDone,
     Checkpointed,
+    Committed,
     Deliver,
     DeliverBatch,
     Halt,
@@ -170,7 +173,9 @@ class Supervisor(pykka.ThreadingActor):
 
     Args:
         profiles: the profiles to run.
-        store: checkpoint store shared with the profiles.
+        store: checkpoint store shared with the profiles (memory mode), or
+        durability: how profiles make checkpoints durable (default: ``store``, synchronously).
+        index: the ownership index shared with the durable ingest (default: a new one).
         order_key: returns the client order id of an exchange-originated message, else None.
         on_unroutable: called with messages that no profile owns (they are also kept parked).
         on_dead_letter: called with each new :class:`DeadLetter`.
@@ -185,8 +190,11 @@ class Supervisor(pykka.ThreadingActor):
         self,
         *,
         profiles: Sequence[ProfileSpec],
-        store: SnapshotStore,
+        store: SnapshotStore | None = None,
         order_key: RouteByOrder,
+        durability: Durability | None = None,
+        index: OwnershipIndex | None = None,
+        resubmit: Callable[[list[Any]], None] | None = None,
         on_unroutable: Callable[[Any, str], None] = lambda payload, why: None,
         on_dead_letter: Callable[[DeadLetter], None] = lambda letter: None,
         policy: RestartPolicy = RestartPolicy(),
@@ -202,14 +210,19 @@ class Supervisor(pykka.ThreadingActor):
         for spec in profiles:
             for symbol in spec.symbols:
                 self._by_symbol[symbol].append(spec.profile_id)
-        self._store = store
+        self._index = index if index is not None else OwnershipIndex()
+        if durability is None:
+            if store is None:
+                raise ValueError("a Supervisor needs a store or a durability")
+            durability = MemoryDurability(store, self._index.claim)
+        self._durability = durability
+        self._resubmit = resubmit
         self._order_key = order_key
         self._on_unroutable = on_unroutable
         self._on_dead_letter = on_dead_letter
         self._policy = policy
         self._clock = clock
-        self._owners: dict[str, str] = {}
-        self.parked: list[Any] = []
+        self.parked: dict[str, list[Any]] = collections.defaultdict(list)
         self.dead_letters: list[DeadLetter] = []
         self._timers: set[threading.Timer] = set()
 
@@ -232,7 +245,7 @@ class Supervisor(pykka.ThreadingActor):
             profile_id=profile.spec.profile_id,
             incarnation=profile.incarnation,
             factory=profile.spec.factory,
-            store=self._store,
+            durability=self._durability,
             supervisor=self.actor_ref,
         )
 
@@ -242,9 +255,9 @@ class Supervisor(pykka.ThreadingActor):
             case Submit(payloads=payloads):
                 self._route(payloads)
             case RegisterOrder(profile_id=pid, client_order_id=cid):
-                owner = self._owners.setdefault(cid, pid)
-                if owner != pid:
-                    logger.error("order %s claimed by %s, already owned by %s", cid, pid, owner)
+                self._on_register(pid, cid)
+            case JournalEntries():
+                self._route_journaled(message)
             case Checkpointed(profile_id=pid, incarnation=inc, seq=seq):
                 self._on_checkpoint(pid, inc, seq)
             case BootstrapDone(profile_id=pid, incarnation=inc, applied_seq=applied):
@@ -294,9 +307,9 @@ class Supervisor(pykka.ThreadingActor):
     def _targets(self, payload: Any) -> list[str]:
         cid = self._order_key(payload)
         if cid is not None:
-            owner = self._owners.get(cid)
+            owner = self._index.owner(cid)
             if owner is None:
-                self.parked.append(payload)
+                self.parked[cid].append(payload)
                 self._on_unroutable(payload, f"no profile owns client order id {cid!r}")
                 return []
             return [owner]
@@ -311,6 +324,38 @@ class Supervisor(pykka.ThreadingActor):
             return list(self._by_symbol.get(symbol, ()))
         self._on_unroutable(payload, f"cannot route a {type(payload).__name__}")
         return []
+
+    def _on_register(self, pid: str, cid: str) -> None:
+        owner = self._index.claim(cid, pid)
+        if owner != pid:
+            logger.error("order %s claimed by %s, already owned by %s", cid, pid, owner)
+            return
+        waiting = self.parked.pop(cid, None)
+        if waiting:
+            # Parked before its owner claimed it (e.g. after a restart, before the profile
+            # re-registered its orders): route it now, through the journal when there is one.
+            if self._resubmit is not None:
+                self._resubmit(waiting)
+            else:
+                self._route(waiting)
+
+    def _route_journaled(self, entries: JournalEntries) -> None:
+        """Entries read from the journal: already routed (the target is in the entry)."""
+        batches: dict[str, list[Deliver]] = {}
+        for seq, offset, pid, payload in entries.items:
+            profile = self._profiles.get(pid)
+            if profile is None:
+                logger.error("journal entry %s for unknown profile %r ignored", offset, pid)
+                continue
+            if profile.log and seq <= profile.log[-1].seq:
+                continue  # re-read after a rewind: already logged
+            item = Deliver(seq=seq, payload=payload, offset=offset)
+            profile.next_seq = max(profile.next_seq, seq + 1)
+            profile.log.append(item)
+            if profile.status is Status.LIVE:
+                batches.setdefault(pid, []).append(item)
+        for pid, items in batches.items():
+            self._deliver(self._profiles[pid], items)
 
     def _deliver(self, profile: _Profile, items: Sequence[Deliver]) -> None:
         if not items:
@@ -332,7 +377,11 @@ class Supervisor(pykka.ThreadingActor):
 
     def _on_checkpoint(self, pid: str, incarnation: int, seq: int) -> None:
         profile = self._profiles[pid]
-        if incarnation != profile.incarnation or seq <= profile.checkpoint_seq:
+        if incarnation != profile.incarnation:
+            return
+        # Durable now: the profile may publish the events it held for it.
+        self._tell(profile, Committed(seq=seq))
+        if seq <= profile.checkpoint_seq:
             return
         profile.checkpoint_seq = seq
         while profile.log and profile.log[0].seq <= seq:
@@ -467,8 +516,8 @@ class Supervisor(pykka.ThreadingActor):
                 }
                 for pid, p in self._profiles.items()
             },
-            "owners": len(self._owners),
-            "parked": len(self.parked),
+            "owners": len(self._index),
+            "parked": sum(len(v) for v in self.parked.values()),
             "dead_letters": list(self.dead_letters),
             "timers": len(self._timers),
         }

@@ -194,6 +194,15 @@ class _Observed:
     def halt(self, reason: str) -> None:
         self._inner.halt(reason)
 
+    def take_events(self) -> list[Any]:
+        return self._inner.take_events()
+
+    def publish_events(self, events: list[Any]) -> None:
+        self._inner.publish_events(events)
+
+    def reconcile(self) -> None:
+        self._inner.reconcile()
+
 
 class World:
     """The runtime, exchange, store and event recorder of one scenario run."""

@@ -192,15 +192,10 @@ def test_a_crash_lands_where_it_was_submitted(
         runtime.submit(first, crash("pa"), second)
         runtime.drain()
 
-        # The actor that crashed had applied the first fill; the next one applied the second
-        # (and the first again, unless the first incarnation checkpointed it before dying).
-        (first_id, crashed), (second_id, restarted) = appliers[0], appliers[-1]
-        assert (first_id, second_id) == (first.trade_id, second.trade_id)
-        assert crashed is not restarted
-        assert [t for t, _ in appliers] in (
-            [first.trade_id, second.trade_id],
-            [first.trade_id, first.trade_id, second.trade_id],
-        )
+        # Events are published once, when the checkpoint covering them is durable: whether the
+        # first incarnation made the first fill durable before dying or the second replayed it,
+        # each fill's FillApplied appears exactly once, in order.
+        assert [t for t, _ in appliers] == [first.trade_id, second.trade_id]
         assert runtime.inspect()["profiles"]["pa"]["incarnation"] == 2
         assert stored_state(runtime, "pa")["applied_trade_ids"] == sorted(
             [first.trade_id, second.trade_id]

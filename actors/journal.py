@@ -1,0 +1,328 @@
+"""Durable mode: the fill journal in front of the supervisor and the batched, fenced commit.
+
+::
+
+    submit(payloads) ─► route (ownership index / profile id) ─► journal.append  (durable, deduped)
+    reader thread per partition ─► journal.read (consumer group) ─► Supervisor (JournalEntries)
+    ProfileActor checkpoint ─► Committer queue ─► store.commit(fence, snapshots, acks)  (one Lua
+        call per partition and batch) ─► Supervisor (Checkpointed)
+
+Memory state is treated as durable only after ``commit`` returns. While the store is down the
+runtime *fails closed*: ``submit`` of new signals raises :class:`StoreUnavailable` (nothing is
+reserved), commits are retried with backoff, and nothing is lost: what is not committed is still
+pending in the journal, and the exchange's record is reconciled on the next bootstrap.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from actors.ownership import OwnershipIndex
+from messages import (
+    DecodeError,
+    Fill,
+    Message,
+    StaleFence,
+    StoreUnavailable,
+    decode,
+    encode,
+)
+from persistence import Fence, JournalEntry, JournalStore, parse_offset
+
+logger = logging.getLogger("capflow.journal")
+
+#: Sequence numbers of journaled messages: the stream id ``ms-n`` as ``ms * 2**32 + n``.
+SEQ_SHIFT = 32
+
+
+def offset_to_seq(offset: str) -> int:
+    """The integer sequence number of a stream entry id (orders like the ids do)."""
+    ms, n = parse_offset(offset)
+    if n >= 2**SEQ_SHIFT:
+        raise ValueError(f"stream id {offset} has a sequence part beyond 2**{SEQ_SHIFT}")
+    return (ms << SEQ_SHIFT) | n
+
+
+def dedupe_key(message: Message) -> str:
+    """Fills are deduplicated by exchange trade id; everything else by message id."""
+    if isinstance(message, Fill):
+        return f"fill:{message.symbol}:{message.trade_id}"
+    return f"msg:{message.message_id}"
+
+
+def pack_entry(profile_id: str, message: Message) -> bytes:
+    """A journal payload: the target profile and the encoded message."""
+    packed: bytes = msgpack.packb([profile_id, encode(message)], use_bin_type=True)
+    return packed
+
+
+def unpack_entry(payload: bytes) -> tuple[str, Message]:
+    """Inverse of :func:`pack_entry`; raises DecodeError on anything else."""
+    try:
+        profile_id, body = msgpack.unpackb(payload, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise DecodeError(f"journal entry is not [profile, message]: {exc}") from exc
+    if not isinstance(profile_id, str) or not isinstance(body, bytes):
+        raise DecodeError("journal entry is not [profile, message]")
+    return profile_id, decode(body)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalEntries:
+    """Entries read for the runtime's consumer, decoded: (seq, offset, profile, message)."""
+
+    partition: int
+    items: tuple[tuple[int, str, str, Message], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointReady:
+    """A profile's state up to ``offset``, and the journal entries it covers, to commit."""
+
+    profile_id: str
+    incarnation: int
+    seq: int
+    offset: str
+    state: dict[str, Any]
+    acks: tuple[str, ...]
+
+
+class JournalIngest:
+    """Appends routed messages to their profile's partition; reads them back for delivery.
+
+    Args:
+        store: the journal (and fenced snapshot store).
+        index: the ownership index, to route exchange events.
+        consumer: this runtime's consumer name in the group (stable across restarts).
+        deliver: called from reader threads with each batch of decoded entries.
+        order_key: client order id of exchange-originated messages, else None.
+    """
+
+    def __init__(
+        self,
+        store: JournalStore,
+        index: OwnershipIndex,
+        *,
+        consumer: str,
+        deliver: Callable[[JournalEntries], None],
+        order_key: Callable[[Any], str | None],
+        batch: int = 500,
+        block_ms: int = 50,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._consumer = consumer
+        self._deliver = deliver
+        self._order_key = order_key
+        self._batch = batch
+        self._block_ms = block_ms
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.corrupt_entries = 0
+
+    def target(self, payload: Any) -> str | None:
+        """The profile a message is for (exchange events: by the ownership index only)."""
+        cid = self._order_key(payload)
+        if cid is not None:
+            return self._index.owner(cid)
+        pid = getattr(payload, "profile_id", None)
+        return pid if isinstance(pid, str) else None
+
+    def append(self, routed: Iterable[tuple[str, Message]]) -> list[str | None]:
+        """Journal ``(profile, message)`` pairs; returns entry ids (None: a duplicate).
+
+        Raises:
+            StoreUnavailable: nothing is known to be journaled; the caller may retry (dedupe
+                keys make a retry safe).
+        """
+        by_partition: dict[int, list[tuple[str | None, bytes]]] = collections.defaultdict(list)
+        order: list[tuple[int, int]] = []
+        for profile_id, message in routed:
+            partition = self._store.partition_of(profile_id)
+            order.append((partition, len(by_partition[partition])))
+            by_partition[partition].append((dedupe_key(message), pack_entry(profile_id, message)))
+        ids = {p: self._store.append(p, items) for p, items in by_partition.items()}
+        return [ids[p][i] for p, i in order]
+
+    def start(self, partitions: Sequence[int]) -> None:
+        """Start one reader thread per partition (own pending entries first)."""
+        for partition in partitions:
+            self._store.rewind(partition, self._consumer)
+            thread = threading.Thread(
+                target=self._read_loop, args=(partition,), name=f"journal-p{partition}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _read_loop(self, partition: int) -> None:
+        backoff = 0.01
+        while not self._stop.is_set():
+            try:
+                entries = self._store.read(partition, self._consumer, self._batch, self._block_ms)
+            except StoreUnavailable as exc:
+                logger.warning(
+                    "journal p%d unavailable, retrying in %.2fs: %s", partition, backoff, exc
+                )
+                self._stop.wait(backoff)
+                backoff = min(1.0, backoff * 2)
+                self._store.rewind(partition, self._consumer)
+                continue
+            backoff = 0.01
+            if entries:
+                self._deliver(JournalEntries(partition=partition, items=self._decode(entries)))
+
+    def _decode(self, entries: list[JournalEntry]) -> tuple[tuple[int, str, str, Message], ...]:
+        out = []
+        for entry in entries:
+            try:
+                profile_id, message = unpack_entry(entry.payload)
+            except DecodeError as exc:
+                # Never written by us: count it and leave it pending for an operator.
+                self.corrupt_entries += 1
+                logger.error("journal entry %s is corrupt: %s", entry.entry_id, exc)
+                continue
+            out.append((offset_to_seq(entry.entry_id), entry.entry_id, profile_id, message))
+        return tuple(out)
+
+
+class Committer:
+    """Batches checkpoints per partition into fenced commits, on its own thread.
+
+    Args:
+        store: the fenced snapshot store.
+        holder: this runtime's lease holder name.
+        committed: called with each checkpoint once its commit returned.
+        fatal: called once if the lease was lost (another runtime took over).
+        ttl_ms: lease time to live; renewed every third of it.
+    """
+
+    def __init__(
+        self,
+        store: JournalStore,
+        *,
+        holder: str,
+        committed: Callable[[CheckpointReady], None],
+        fatal: Callable[[Exception], None],
+        ttl_ms: int = 10_000,
+        max_batch: int = 256,
+    ) -> None:
+        self._store = store
+        self._holder = holder
+        self._committed = committed
+        self._fatal = fatal
+        self._ttl_ms = ttl_ms
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[CheckpointReady | None] = queue.SimpleQueue()  # None: stop
+        self._fences: dict[int, Fence] = {}
+        self._thread = threading.Thread(target=self._loop, name="committer", daemon=True)
+        self.available = True
+        self.commits = 0
+        self.commit_seconds: collections.deque[float] = collections.deque(maxlen=100_000)
+
+    def acquire(self, partitions: Sequence[int]) -> None:
+        """Take every partition's lease (fencing out any earlier incarnation of this holder)."""
+        for partition in partitions:
+            self._fences[partition] = self._store.acquire_lease(
+                partition, self._holder, self._ttl_ms
+            )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def submit(self, checkpoint: CheckpointReady) -> None:
+        """Queue a checkpoint for the next commit (thread-safe, never blocks)."""
+        self._queue.put(checkpoint)
+
+    def _take(self, pending: dict[str, CheckpointReady], acks: dict[str, list[str]]) -> bool:
+        """Move queued checkpoints into the batch (waiting a little if idle); False: stop."""
+        timeout = 0.05 if pending else self._ttl_ms / 3000
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return True
+        while item is not None:
+            self._merge(pending, acks, item)
+            if len(pending) >= self._max_batch:
+                return True
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+        return False
+
+    def _loop(self) -> None:
+        pending: dict[str, CheckpointReady] = {}
+        acks: dict[str, list[str]] = collections.defaultdict(list)
+        last_renew = time.monotonic()
+        backoff = 0.01
+        running = True
+        while running or pending:
+            if running:
+                running = self._take(pending, acks)
+            try:
+                if time.monotonic() - last_renew > self._ttl_ms / 3000:
+                    for fence in self._fences.values():
+                        self._store.renew_lease(fence)
+                    last_renew = time.monotonic()
+                if pending:
+                    # A retry after StoreUnavailable re-sends the same batch: equal offsets and
+                    # already-acked entries are accepted, so an unknown outcome is harmless.
+                    self._commit(pending, acks)
+                    pending.clear()
+                    acks.clear()
+                self.available = True
+                backoff = 0.01
+            except StaleFence as exc:
+                logger.error("lease lost, stopping commits: %s", exc)
+                self._fatal(exc)
+                return
+            except StoreUnavailable as exc:
+                self.available = False
+                logger.warning("store unavailable, commit retried in %.2fs: %s", backoff, exc)
+                time.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+
+    @staticmethod
+    def _merge(
+        pending: dict[str, CheckpointReady],
+        acks: dict[str, list[str]],
+        item: CheckpointReady,
+    ) -> None:
+        old = pending.get(item.profile_id)
+        if old is None or item.seq >= old.seq:
+            pending[item.profile_id] = item
+        acks[item.profile_id].extend(item.acks)
+
+    def _commit(self, pending: dict[str, CheckpointReady], acks: dict[str, list[str]]) -> None:
+        by_partition: dict[int, list[CheckpointReady]] = collections.defaultdict(list)
+        for checkpoint in pending.values():
+            by_partition[self._store.partition_of(checkpoint.profile_id)].append(checkpoint)
+        for partition, checkpoints in sorted(by_partition.items()):
+            started = time.perf_counter()
+            self._store.commit(
+                self._fences[partition],
+                {c.profile_id: (c.state, c.offset) for c in checkpoints},
+                [a for c in checkpoints for a in acks[c.profile_id]],
+            )
+            self.commit_seconds.append(time.perf_counter() - started)
+            self.commits += 1
+            for checkpoint in checkpoints:
+                self._committed(checkpoint)
