@@ -36,7 +36,7 @@ from messages import (
     decode,
     encode,
 )
-from persistence import Fence, JournalEntry, JournalStore, parse_offset
+from persistence import ZERO_OFFSET, Fence, JournalEntry, JournalStore, parse_offset
 
 logger = logging.getLogger("capflow.journal")
 
@@ -127,6 +127,12 @@ class JournalIngest:
         self._block_ms = block_ms
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._count_lock = threading.Lock()
+        # Drains: appends bump the generation; each reader records the generation at the start
+        # of its last read that found nothing. Caught up = every reader came up empty after
+        # the last append began.
+        self._generation = 0
+        self._idle_since: dict[int, int] = {}
         self.corrupt_entries = 0
 
     def target(self, payload: Any) -> str | None:
@@ -151,7 +157,16 @@ class JournalIngest:
             order.append((partition, len(by_partition[partition])))
             by_partition[partition].append((dedupe_key(message), pack_entry(profile_id, message)))
         ids = {p: self._store.append(p, items) for p, items in by_partition.items()}
+        with self._count_lock:
+            self._generation += 1  # after the entries exist: a read that starts now sees them
         return [ids[p][i] for p, i in order]
+
+    def caught_up(self) -> bool:
+        """Whether every entry appended through this object was read back (for drains)."""
+        with self._count_lock:
+            generation = self._generation
+            idle = list(self._idle_since.values())
+        return len(idle) == len(self._threads) and all(g >= generation for g in idle)
 
     def start(self, partitions: Sequence[int]) -> None:
         """Start one reader thread per partition (own pending entries first)."""
@@ -171,6 +186,8 @@ class JournalIngest:
     def _read_loop(self, partition: int) -> None:
         backoff = 0.01
         while not self._stop.is_set():
+            with self._count_lock:
+                generation = self._generation
             try:
                 entries = self._store.read(partition, self._consumer, self._batch, self._block_ms)
             except StoreUnavailable as exc:
@@ -184,6 +201,9 @@ class JournalIngest:
             backoff = 0.01
             if entries:
                 self._deliver(JournalEntries(partition=partition, items=self._decode(entries)))
+            else:
+                with self._count_lock:
+                    self._idle_since[partition] = generation
 
     def _decode(self, entries: list[JournalEntry]) -> tuple[tuple[int, str, str, Message], ...]:
         out = []
@@ -326,3 +346,63 @@ class Committer:
             self.commits += 1
             for checkpoint in checkpoints:
                 self._committed(checkpoint)
+
+
+class JournalDurability:
+    """Profile checkpoints through the batched, fenced :class:`Committer`.
+
+    Args:
+        store: the fenced snapshot store (snapshots are loaded from it).
+        committer: where checkpoints go; durability is confirmed by a later ``Committed``.
+        index: the ownership index (claims are synchronous).
+        reconciles: a fresh incarnation reconciles with the exchange (after a process start).
+    """
+
+    synchronous = False
+
+    def __init__(
+        self,
+        store: JournalStore,
+        committer: Committer,
+        index: OwnershipIndex,
+        *,
+        reconciles: bool = True,
+    ) -> None:
+        self._store = store
+        self._committer = committer
+        self._index = index
+        self._reconciles = reconciles
+
+    @property
+    def reconciles(self) -> bool:
+        return self._reconciles
+
+    def load(self, profile_id: str) -> tuple[int, dict[str, Any] | None, str | None]:
+        snapshot = self._store.load(profile_id)
+        if snapshot is None:
+            return 0, None, None
+        return offset_to_seq(snapshot.offset), dict(snapshot.state), snapshot.offset
+
+    def checkpoint(
+        self,
+        *,
+        profile_id: str,
+        incarnation: int,
+        seq: int,
+        offset: str | None,
+        state: dict[str, Any],
+        acks: tuple[str, ...],
+    ) -> None:
+        self._committer.submit(
+            CheckpointReady(
+                profile_id=profile_id,
+                incarnation=incarnation,
+                seq=seq,
+                offset=offset if offset is not None else ZERO_OFFSET,
+                state=state,
+                acks=acks,
+            )
+        )
+
+    def register(self, profile_id: str, client_order_id: str) -> None:
+        self._index.claim(client_order_id, profile_id)

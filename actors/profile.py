@@ -98,8 +98,11 @@ class Durability(Protocol):
     #: :class:`Committed` message (a batched commit on another thread).
     synchronous: bool
 
-    def load(self, profile_id: str) -> tuple[int, dict[str, Any] | None]:
-        """``(applied seq, state)`` of the last durable checkpoint; ``(0, None)`` if none."""
+    def load(self, profile_id: str) -> tuple[int, dict[str, Any] | None, str | None]:
+        """``(applied seq, state, journal offset)`` of the last durable checkpoint.
+
+        ``(0, None, None)`` if there is none.
+        """
 
     def checkpoint(
         self,
@@ -131,9 +134,9 @@ class MemoryDurability:
         self._store = store
         self._claim = claim
 
-    def load(self, profile_id: str) -> tuple[int, dict[str, Any] | None]:
+    def load(self, profile_id: str) -> tuple[int, dict[str, Any] | None, str | None]:
         checkpoint = self._store.load(profile_id)
-        return (0, None) if checkpoint is None else (checkpoint.seq, checkpoint.state)
+        return (0, None, None) if checkpoint is None else (checkpoint.seq, checkpoint.state, None)
 
     def checkpoint(
         self,
@@ -194,9 +197,10 @@ class ProfileActor(pykka.ThreadingActor):
     # -- lifecycle -------------------------------------------------------------------------
     def on_start(self) -> None:
         try:
-            seq, state = self._durability.load(self.profile_id)
+            seq, state, offset = self._durability.load(self.profile_id)
             self._handler = self._factory(self.profile_id, state, self._register)
             self._applied_seq = self._checkpointed_seq = seq
+            self._offset = offset
             if self._durability.reconciles:
                 # Recovery after a process restart: trades and orders the exchange has that
                 # the snapshot and journal do not (applied idempotently, by trade id).

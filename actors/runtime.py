@@ -10,6 +10,7 @@ runtime.stop()
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self, cast
@@ -17,8 +18,16 @@ from typing import Any, Self, cast
 import pykka
 
 from actors.events import EventSink
-from actors.profile import CrashNow
-from actors.protocol import GetBooks, Sync
+from actors.journal import (
+    CheckpointReady,
+    Committer,
+    JournalDurability,
+    JournalEntries,
+    JournalIngest,
+)
+from actors.ownership import OwnershipIndex
+from actors.profile import CrashNow, Durability
+from actors.protocol import Checkpointed, GetBooks, Sync
 from actors.supervisor import (
     CompleteBootstrap,
     DeadLetter,
@@ -42,9 +51,11 @@ from messages import (
     OrderCanceled,
     OrderRejected,
     ReservationRejected,
+    StaleFence,
+    StoreUnavailable,
     UnknownProfile,
 )
-from persistence import MemoryStore, SnapshotStore
+from persistence import JournalStore, MemoryStore, SnapshotStore
 
 DEFAULT_POLICY = RestartPolicy()
 _SETTLED = {Status.BOOTSTRAP_HELD.value, Status.FAILED.value}
@@ -66,6 +77,12 @@ class Runtime:
         events: event sink (default: a new one).
         policy: restart policy for crashed profiles.
         balances: per account and asset; profiles' claims must fit (checked at start).
+        journal: durable mode — a journal + fenced snapshot store (Redis, SQLite, memory).
+            Every message is journaled (deduplicated by trade id / message id) before it is
+            routed, profiles checkpoint through batched fenced commits, and a fresh start
+            recovers from snapshots, the journal's pending entries and the exchange.
+        holder: this runtime's lease holder and consumer name (stable across restarts).
+        reconcile: in durable mode, reconcile every profile with the exchange on start.
     """
 
     def __init__(
@@ -77,8 +94,21 @@ class Runtime:
         policy: RestartPolicy = DEFAULT_POLICY,
         balances: Mapping[str, Mapping[str, int]] | None = None,
         clock: Callable[[], int] = time.time_ns,
+        journal: JournalStore | None = None,
+        holder: str = "capflow",
+        reconcile: bool = True,
+        lease_ttl_ms: int = 10_000,
     ) -> None:
         self.profiles = list(profiles)
+        self._profile_ids = frozenset(spec.profile_id for spec in self.profiles)
+        self.journal = journal
+        self._holder = holder
+        self._reconcile = reconcile
+        self._lease_ttl_ms = lease_ttl_ms
+        self.index = OwnershipIndex()
+        self._ingest: JournalIngest | None = None
+        self._committer: Committer | None = None
+        self.fatal: Exception | None = None
         self.store: SnapshotStore = store if store is not None else MemoryStore()
         self.events = events if events is not None else EventSink()
         self._policy = policy
@@ -88,17 +118,76 @@ class Runtime:
         self._supervisor: pykka.ActorRef[Supervisor] | None = None
 
     def start(self) -> Self:
-        """Start the supervisor, which starts (bootstraps) every profile."""
+        """Start the supervisor, which starts (bootstraps) every profile.
+
+        In durable mode, first take every partition's lease (fencing out any earlier
+        incarnation of this holder) and claim the entries it left pending.
+        """
+        durability: Durability | None = None
+        if self.journal is not None:
+            durability = self._start_durable(self.journal)
         self._supervisor = Supervisor.start(
             profiles=self.profiles,
             store=self.store,
+            durability=durability,
+            index=self.index,
+            resubmit=self._resubmit if self.journal is not None else None,
             order_key=exchange_order_key,
             on_unroutable=self._unroutable,
             on_dead_letter=self._dead_letter,
             policy=self._policy,
             balances=self._balances,
         )
+        if self._ingest is not None and self.journal is not None:
+            self._ingest.start(range(self.journal.layout.partitions))
         return self
+
+    def _start_durable(self, journal: JournalStore) -> Durability:
+        partitions = range(journal.layout.partitions)
+        self._committer = Committer(
+            journal,
+            holder=self._holder,
+            committed=self._committed,
+            fatal=self._on_fatal,
+            ttl_ms=self._lease_ttl_ms,
+        )
+        self._committer.acquire(partitions)
+        for partition in partitions:
+            # Our lease fences out the previous holder: its pending entries are ours now.
+            journal.claim_stale(partition, self._holder, 0)
+        self._committer.start()
+        self._ingest = JournalIngest(
+            journal,
+            self.index,
+            consumer=self._holder,
+            deliver=self._deliver_journaled,
+            order_key=exchange_order_key,
+        )
+        return JournalDurability(journal, self._committer, self.index, reconciles=self._reconcile)
+
+    def _deliver_journaled(self, entries: JournalEntries) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.supervisor.tell(entries)
+
+    def _committed(self, checkpoint: CheckpointReady) -> None:
+        with contextlib.suppress(pykka.ActorDeadError, RuntimeError):
+            self.supervisor.tell(
+                Checkpointed(
+                    profile_id=checkpoint.profile_id,
+                    incarnation=checkpoint.incarnation,
+                    seq=checkpoint.seq,
+                )
+            )
+
+    def _on_fatal(self, error: Exception) -> None:
+        # Another runtime holds our partitions: stop applying anything (it owns the books now).
+        self.fatal = error
+        logging.getLogger("capflow.runtime").error("runtime lost its lease: %s", error)
+
+    @property
+    def store_available(self) -> bool:
+        """False while the durable store cannot be reached (new signals are refused)."""
+        return self._committer is None or (self._committer.available and self.fatal is None)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -113,16 +202,69 @@ class Runtime:
         return self._supervisor
 
     def stop(self) -> None:
-        """Stop the supervisor and every profile actor."""
+        """Stop the supervisor and every profile actor (durable mode: flush pending commits)."""
+        if self._ingest is not None:
+            self._ingest.stop()
         if self._supervisor is not None:
             self._supervisor.stop()
             self._supervisor = None
+        if self._committer is not None:
+            self._committer.stop()
 
     # -- input -----------------------------------------------------------------------------
     def submit(self, *payloads: Any) -> None:
-        """Route messages to their profiles. Thread-safe; returns at once."""
-        if payloads:
+        """Route messages to their profiles. Thread-safe.
+
+        Memory mode: returns at once. Durable mode: returns once the messages are journaled
+        (deduplicated); the runtime *fails closed* while the store is down.
+
+        Raises:
+            StoreUnavailable: durable mode, the journal could not be written; nothing was
+                journaled (a retry is safe: dedupe keys make it idempotent).
+            StaleFence: durable mode, another runtime owns these profiles now.
+        """
+        if not payloads:
+            return
+        if self._ingest is None:
             self.supervisor.tell(Submit(payloads=payloads))
+            return
+        if self.fatal is not None:
+            raise StaleFence(f"this runtime lost its lease: {self.fatal}")
+        routed: list[tuple[str, Message]] = []
+        local: list[Any] = []
+        for payload in payloads:
+            if isinstance(payload, CrashNow):
+                local.append(payload)  # out of band: never journaled
+                continue
+            targets = self._durable_targets(payload)
+            if targets is None:
+                local.append(payload)  # the supervisor parks or reports it
+                continue
+            routed.extend((pid, payload) for pid in targets)
+        if routed:
+            self._ingest.append(routed)
+        if local:
+            self.supervisor.tell(Submit(payloads=tuple(local)))
+
+    def _durable_targets(self, payload: Any) -> list[str] | None:
+        assert self._ingest is not None
+        target = self._ingest.target(payload)
+        if target is not None:
+            return [target] if target in self._profile_ids else None
+        if exchange_order_key(payload) is not None or getattr(payload, "profile_id", None):
+            return None
+        symbol = getattr(payload, "symbol", None)
+        if isinstance(symbol, str) and isinstance(payload, Message):
+            return [s.profile_id for s in self.profiles if symbol in s.symbols]
+        return None
+
+    def _resubmit(self, payloads: list[Any]) -> None:
+        """Parked messages whose owner just claimed them: journal them now."""
+        try:
+            self.submit(*payloads)
+        except (StoreUnavailable, StaleFence) as exc:
+            # Not lost: the exchange's record is reconciled on the next bootstrap.
+            logging.getLogger("capflow.runtime").error("parked messages not journaled: %s", exc)
 
     def crash_profile(self, profile_id: str) -> None:
         """Drill: kill the profile's current actor after what was submitted before this call.
@@ -174,6 +316,11 @@ class Runtime:
         """
         deadline = time.monotonic() + timeout
         while True:
+            if self._ingest is not None and not self._ingest.caught_up():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"journal readers did not catch up within {timeout} s")
+                time.sleep(0.001)
+                continue
             self.inspect()
             for ref in self._refs().values():
                 # A crashed profile is restarted by the supervisor; we simply go round again.
@@ -187,10 +334,23 @@ class Runtime:
                 for p in info["profiles"].values()
             )
             if settled:
-                return
+                # Events are published when their commit is confirmed: one more round of asks
+                # so that every Committed sent so far has been handled.
+                for ref in self._refs().values():
+                    with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
+                        ref.ask(Sync(), timeout=1.0)
+                if self._ingest is None or self._settled_again():
+                    return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"runtime did not settle within {timeout} s: {info}")
             time.sleep(0.001)  # a restart timer is pending; this is the runtime, not a test
+
+    def _settled_again(self) -> bool:
+        info = self.inspect()
+        return all(
+            p["status"] in _SETTLED or (p["status"] == Status.LIVE.value and p["log"] == 0)
+            for p in info["profiles"].values()
+        )
 
     def books(self) -> dict[str, dict[str, Any]]:
         """Each live profile's books as a summary dict (profiles not live are omitted)."""

@@ -296,6 +296,10 @@ class Supervisor(pykka.ThreadingActor):
                     self._deliver(profile, batches.pop(pid, []))
                     self._tell(profile, payload)
                     continue
+                if self._resubmit is not None:
+                    # Durable mode: only the journal assigns sequence numbers.
+                    self._resubmit([payload])
+                    continue
                 item = Deliver(seq=profile.next_seq, payload=payload)
                 profile.next_seq += 1
                 profile.log.append(item)
