@@ -34,7 +34,7 @@ from accounting import (
 from actors.events import EventSink
 from actors.handler_base import Clock, HandlerBase
 from actors.profile import InjectedCrash, ProfileHandler
-from exchange import Exchange
+from exchange import Exchange, trade_to_fill
 from messages import (
     CrashProfile,
     ExchangeUnavailable,
@@ -46,6 +46,7 @@ from messages import (
     ReservationRejected,
     StartGrid,
     StateError,
+    UnknownOrder,
 )
 
 logger = logging.getLogger("capflow.grid")
@@ -144,6 +145,42 @@ class GridProfile(HandlerBase):
     def halt(self, reason: str) -> None:
         if self._halted is None:
             self._halted = reason
+
+    def reconcile(self) -> None:
+        """After a restart: bring every order of the book in line with the exchange's record.
+
+        Orders are claimed again (rebuilding the ownership index). An in-flight placement is
+        confirmed if the exchange has it, else rejected (its capital returns to the slot). The
+        exchange's trades are applied idempotently, and an order the exchange has closed or
+        canceled is detached and confirmed once its fills are in.
+        """
+        book = self.book
+        if book is None:
+            return
+        symbol = book.config.market.symbol
+        for oid in sorted(book.orders):
+            order = book.orders.get(oid)
+            if order is None:
+                continue  # completed by an earlier order's trades
+            self._register(oid)
+            try:
+                found = self._exchange.fetch_order(oid, symbol)
+            except UnknownOrder:
+                if order.status is OrderStatus.IN_FLIGHT:
+                    book.reject_placement(oid)
+                continue
+            except ExchangeUnavailable as exc:
+                logger.warning("profile %s: %s not reconciled: %s", self.profile_id, oid, exc)
+                continue
+            if order.status is OrderStatus.IN_FLIGHT:
+                book.confirm_placement(oid, str(found["id"]))
+            for trade in found["trades"]:
+                self._fill(trade_to_fill(trade))
+            current = book.orders.get(oid)
+            if found["status"] != "open" and current is not None:
+                if current.status is OrderStatus.OPEN:
+                    book.begin_cancel(oid)
+                self._execute(self._settle_awaited(oid, exchange_filled=int(found["filled"])))
 
     # -- messages --------------------------------------------------------------------------
     def _start(self, cmd: StartGrid) -> None:

@@ -117,8 +117,10 @@ class JournalIngest:
         order_key: Callable[[Any], str | None],
         batch: int = 500,
         block_ms: int = 50,
+        dedupe: bool = True,
     ) -> None:
         self._store = store
+        self._dedupe = dedupe
         self._index = index
         self._consumer = consumer
         self._deliver = deliver
@@ -155,7 +157,8 @@ class JournalIngest:
         for profile_id, message in routed:
             partition = self._store.partition_of(profile_id)
             order.append((partition, len(by_partition[partition])))
-            by_partition[partition].append((dedupe_key(message), pack_entry(profile_id, message)))
+            key = dedupe_key(message) if self._dedupe else None
+            by_partition[partition].append((key, pack_entry(profile_id, message)))
         ids = {p: self._store.append(p, items) for p, items in by_partition.items()}
         with self._count_lock:
             self._generation += 1  # after the entries exist: a read that starts now sees them

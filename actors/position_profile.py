@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,12 +14,13 @@ from accounting.position_records import entry_estimate
 from actors.events import EventSink
 from actors.handler_base import Clock, HandlerBase
 from actors.profile import InjectedCrash, ProfileHandler
-from exchange import Exchange
+from exchange import Exchange, trade_to_fill
 from messages import (
     Asset,
     CapflowError,
     ClosePosition,
     CrashProfile,
+    ExchangeUnavailable,
     Fill,
     InputError,
     Market,
@@ -30,7 +32,10 @@ from messages import (
     ReservationRejected,
     Side,
     StateError,
+    UnknownOrder,
 )
+
+logger = logging.getLogger("capflow.position")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +94,30 @@ class PositionProfile(HandlerBase):
 
     def halt(self, reason: str) -> None:
         self.ledger.halt(reason)
+
+    def reconcile(self) -> None:
+        """After a restart: bring every pending order in line with the exchange's record.
+
+        Each pending order is claimed again (rebuilding the ownership index), found by its
+        deterministic client order id and adopted with its fills (applied idempotently by
+        trade id); an order the exchange never received has its reservation released, and one
+        the exchange has closed or canceled releases what was left of its reservation. An
+        unreachable exchange leaves the order as it is, for the next bootstrap.
+        """
+        for cid, order in sorted(self.ledger.orders.items()):
+            self._register(cid)
+            try:
+                found = self._exchange.fetch_order(cid, order.symbol)
+            except UnknownOrder:
+                self.ledger.cancel_order(cid)  # never reached the exchange
+                continue
+            except ExchangeUnavailable as exc:
+                logger.warning("profile %s: %s not reconciled: %s", self.profile_id, cid, exc)
+                continue
+            for trade in found["trades"]:
+                self._fill(trade_to_fill(trade))
+            if found["status"] != "open" and cid in self.ledger.orders:
+                self.ledger.cancel_order(cid)
 
     # -- rules -----------------------------------------------------------------------------
     def client_order_id(self, signal_id: str) -> str:

@@ -83,6 +83,8 @@ class Runtime:
             recovers from snapshots, the journal's pending entries and the exchange.
         holder: this runtime's lease holder and consumer name (stable across restarts).
         reconcile: in durable mode, reconcile every profile with the exchange on start.
+        unsafe_no_dedupe: **drills only** — switch every exactly-once protection off (journal
+            dedupe keys, offset checks, the books' trade-id dedupe) to show the drill can fail.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class Runtime:
         holder: str = "capflow",
         reconcile: bool = True,
         lease_ttl_ms: int = 10_000,
+        unsafe_no_dedupe: bool = False,
     ) -> None:
         self.profiles = list(profiles)
         self._profile_ids = frozenset(spec.profile_id for spec in self.profiles)
@@ -105,6 +108,7 @@ class Runtime:
         self._holder = holder
         self._reconcile = reconcile
         self._lease_ttl_ms = lease_ttl_ms
+        self._unsafe = unsafe_no_dedupe
         self.index = OwnershipIndex()
         self._ingest: JournalIngest | None = None
         self._committer: Committer | None = None
@@ -132,6 +136,7 @@ class Runtime:
             durability=durability,
             index=self.index,
             resubmit=self._resubmit if self.journal is not None else None,
+            unsafe_no_dedupe=self._unsafe,
             order_key=exchange_order_key,
             on_unroutable=self._unroutable,
             on_dead_letter=self._dead_letter,
@@ -162,6 +167,7 @@ class Runtime:
             consumer=self._holder,
             deliver=self._deliver_journaled,
             order_key=exchange_order_key,
+            dedupe=not self._unsafe,
         )
         return JournalDurability(journal, self._committer, self.index, reconciles=self._reconcile)
 

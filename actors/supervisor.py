@@ -195,6 +195,7 @@ class Supervisor(pykka.ThreadingActor):
         durability: Durability | None = None,
         index: OwnershipIndex | None = None,
         resubmit: Callable[[list[Any]], None] | None = None,
+        unsafe_no_dedupe: bool = False,
         on_unroutable: Callable[[Any, str], None] = lambda payload, why: None,
         on_dead_letter: Callable[[DeadLetter], None] = lambda letter: None,
         policy: RestartPolicy = RestartPolicy(),
@@ -217,6 +218,7 @@ class Supervisor(pykka.ThreadingActor):
             durability = MemoryDurability(store, self._index.claim)
         self._durability = durability
         self._resubmit = resubmit
+        self._unsafe = unsafe_no_dedupe
         self._order_key = order_key
         self._on_unroutable = on_unroutable
         self._on_dead_letter = on_dead_letter
@@ -247,6 +249,7 @@ class Supervisor(pykka.ThreadingActor):
             factory=profile.spec.factory,
             durability=self._durability,
             supervisor=self.actor_ref,
+            unsafe_no_dedupe=self._unsafe,
         )
 
     # -- messages --------------------------------------------------------------------------
