@@ -41,7 +41,9 @@ from messages import (
     Fill,
     InputError,
     InvalidMessage,
+    OrderAccepted,
     OrderCanceled,
+    OrderRejected,
     PriceTick,
     ReservationRejected,
     StartGrid,
@@ -74,6 +76,8 @@ class GridProfileConfig:
 class GridProfile(HandlerBase):
     """Applies fills and order events to a :class:`GridBook` and carries out its plans."""
 
+    kind = "grid"
+
     def __init__(
         self,
         profile_id: str,
@@ -97,14 +101,16 @@ class GridProfile(HandlerBase):
                 self._fill(payload)
             case StartGrid():
                 self._start(payload)
-            case OrderCanceled(client_order_id=cid):
-                self._canceled_outside(cid)
+            case OrderCanceled(client_order_id=cid, remaining=remaining):
+                self._canceled_outside(cid, remaining)
             case PriceTick():
                 self._maintain()
             case CrashProfile():
                 raise InjectedCrash(f"profile {self.profile_id}: poison message {payload}")
+            case OrderAccepted() | OrderRejected():
+                pass  # acks of our own placements: applied when create_order answered
             case _:
-                raise InjectedCrash(f"profile {self.profile_id} cannot handle {payload!r}")
+                self._unexpected(payload)
         if self.book is not None:
             self.after_message(self.book.check_invariants, self.halt)
 
@@ -245,15 +251,17 @@ class GridProfile(HandlerBase):
         if self._halted is None and should_rebalance(self.book, [outcome]):
             self._cycle()
 
-    def _canceled_outside(self, cid: str) -> None:
+    def _canceled_outside(self, cid: str, remaining: int) -> None:
+        """Canceled on the exchange with ``remaining`` base unfilled: confirm once the fills it
+        made before the cancel are in."""
         book = self.book
         if book is None or cid not in book.orders:
             return
         order = book.orders[cid]
         if order.status is OrderStatus.OPEN:
             book.begin_cancel(cid)
-        requests = self._settle_awaited(cid, exchange_filled=order.filled_qty)
-        self._execute(requests)
+        exchange_filled = max(order.filled_qty, order.qty - remaining)
+        self._execute(self._settle_awaited(cid, exchange_filled=exchange_filled))
 
     # -- carrying out plans ----------------------------------------------------------------
     def _cycle(self) -> None:

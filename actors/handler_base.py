@@ -19,10 +19,12 @@ from messages import (
     FillRejected,
     FundInvariantViolation,
     InputError,
+    InvalidMessage,
     InvariantViolated,
     Message,
     OrderAccepted,
     OrderRejected,
+    ReservationRejected,
     Side,
     StateError,
 )
@@ -35,6 +37,9 @@ Clock = Callable[[], int]
 class HandlerBase:
     """Plumbing for one profile's handler. Subclasses own the books and their rules.
 
+    Attributes:
+        kind: ``"position"`` or ``"grid"`` (for reports and messages).
+
     Args:
         profile_id: the profile.
         exchange: where orders go (calls block this profile's thread only).
@@ -43,6 +48,8 @@ class HandlerBase:
         clock: integer nanoseconds, for event timestamps.
         check_invariants: check the books after every message (reports, then halts on failure).
     """
+
+    kind = "profile"
 
     def __init__(
         self,
@@ -103,6 +110,24 @@ class HandlerBase:
             reason=exc.reason,
             detail=str(exc),
             correlation_id=fill.message_id,
+        )
+
+    def _unexpected(self, payload: object) -> None:
+        """A message this kind of profile has no use for: the caller's fault, counted, ignored.
+
+        (Crashing on it would dead-letter it and halt the profile for someone else's mistake.)
+        """
+        message_id = payload.message_id if isinstance(payload, Message) else None
+        logger.warning("profile %s ignored %s", self.profile_id, type(payload).__name__)
+        self._publish(
+            ReservationRejected,
+            profile_id=self.profile_id,
+            signal_id=message_id or "-",
+            reason=InvalidMessage.reason,
+            needed=0,
+            available=0,
+            detail=f"a {self.kind} profile does not take {type(payload).__name__}",
+            correlation_id=message_id,
         )
 
     def after_message(self, check: Callable[[], None], halt: Callable[[str], None]) -> None:

@@ -4,7 +4,7 @@
 
     metrics = Metrics()                          # its own CollectorRegistry
     runtime.events.subscribe(metrics.on_event)   # counters, from the event sink
-    poller = metrics.watch(runtime.inspect)      # gauges, from the supervisor, every second
+    poller = metrics.watch(runtime)              # gauges, from runtime.inspect(), every second
     server = metrics.serve(9108)                 # GET http://127.0.0.1:9108/metrics
     ...
     server.close(); poller.stop()
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -53,6 +53,16 @@ COMMIT_BUCKETS = (
     2.5,
     5.0,
 )
+
+
+class Observable(Protocol):
+    """What :meth:`Metrics.watch` needs of a runtime (``actors.runtime.Runtime`` is one).
+
+    ``store_available`` (bool) and ``journal`` (a ``JournalStore`` or None) are read too,
+    when the object has them.
+    """
+
+    def inspect(self) -> Mapping[str, Any]: ...
 
 
 class Poller:
@@ -204,6 +214,7 @@ class Metrics:
         )
         self.store_available.set(1)
         self._restarts_seen = 0
+        self._last_lag = 0
         self._lock = threading.Lock()
 
     # -- feeds -----------------------------------------------------------------------------
@@ -223,12 +234,21 @@ class Metrics:
             case DeadLettered():
                 self.dead_letters.inc()
 
-    def observe_inspect(self, info: Mapping[str, Any]) -> None:
+    def observe_inspect(
+        self,
+        info: Mapping[str, Any],
+        *,
+        journal_lag: int | None = None,
+        store_available: bool = True,
+    ) -> None:
         """Update the gauges (and the restart counter) from one ``Runtime.inspect()``.
 
-        ``journal_lag`` and ``store_available`` are read from the keys of those names when
-        the runtime reports them (durable mode); otherwise the lag is the messages not yet
-        covered by a checkpoint, and the (in-memory) store is always available.
+        Args:
+            info: what ``Runtime.inspect()`` returned.
+            journal_lag: journal entries not yet committed, when the runtime is durable;
+                None: in-memory mode, where the lag is the messages that no checkpoint
+                covers yet (per-profile sequence numbers are dense there).
+            store_available: whether the store accepts commits.
         """
         profiles: Mapping[str, Mapping[str, Any]] = info.get("profiles", {})
         depths = [int(p.get("log", 0)) for p in profiles.values()]
@@ -236,34 +256,56 @@ class Metrics:
         self.mailbox_depth_max.set(max(depths, default=0))
         statuses: dict[str, int] = {}
         restarts = 0
-        uncommitted = 0
+        uncovered = 0
         for p in profiles.values():
             status = str(p.get("status", "unknown"))
             statuses[status] = statuses.get(status, 0) + 1
             restarts += max(0, int(p.get("incarnation", 1)) - 1)
-            uncommitted += max(0, int(p.get("next_seq", 1)) - 1 - int(p.get("checkpoint_seq", 0)))
+            uncovered += max(0, int(p.get("next_seq", 1)) - 1 - int(p.get("checkpoint_seq", 0)))
         for status, count in statuses.items():
             self.profiles.labels(status=status).set(count)
-        lag = info.get("journal_lag")
-        self.journal_lag.set(uncommitted if lag is None else float(lag))
-        self.store_available.set(1 if info.get("store_available", True) else 0)
+        self._last_lag = uncovered if journal_lag is None else journal_lag
+        self.journal_lag.set(self._last_lag)
+        self.store_available.set(1 if store_available else 0)
         with self._lock:
             # Incarnations only grow: count the new ones since the last look.
             if restarts > self._restarts_seen:
                 self.actor_restarts.inc(restarts - self._restarts_seen)
                 self._restarts_seen = restarts
 
+    def observe_runtime(self, runtime: Observable) -> None:
+        """One look at a runtime: ``inspect()``, its store's availability, its journal's lag.
+
+        In durable mode the lag is the journal entries read and not yet acknowledged by a
+        commit (``pending_count`` over every partition); if the journal cannot be asked, the
+        store is reported unavailable and the lag keeps its last value.
+        """
+        info = runtime.inspect()
+        available = bool(getattr(runtime, "store_available", True))
+        journal = getattr(runtime, "journal", None)
+        if journal is None:
+            self.observe_inspect(info, store_available=available)
+            return
+        try:
+            lag = sum(journal.pending_count(p) for p in range(journal.layout.partitions))
+        except Exception:
+            logger.debug("journal lag unavailable", exc_info=True)
+            self.observe_inspect(info, journal_lag=self._last_lag, store_available=False)
+            return
+        self.observe_inspect(info, journal_lag=lag, store_available=available)
+
     def observe_commit(self, seconds: float) -> None:
         """One commit (checkpoint save) took ``seconds``."""
         self.commit_latency.observe(seconds)
 
-    def watch(self, inspect: Callable[[], Mapping[str, Any]], *, interval: float = 1.0) -> Poller:
-        """Poll ``inspect`` (e.g. ``runtime.inspect``) every ``interval`` seconds for gauges.
+    def watch(self, runtime: Observable, *, interval: float = 1.0) -> Poller:
+        """Look at ``runtime`` (:meth:`observe_runtime`) every ``interval`` seconds.
 
-        ``Runtime.inspect`` is an ``ask`` of the supervisor that copies one row per profile:
-        about 10 ms for 10,000 profiles, so keep the interval near a second.
+        ``Runtime.inspect`` is an ``ask`` of the supervisor that copies one row per profile
+        (milliseconds for 10,000 profiles, queued behind the supervisor's mailbox): keep the
+        interval near a second.
         """
-        return Poller(lambda: self.observe_inspect(inspect()), interval)
+        return Poller(lambda: self.observe_runtime(runtime), interval)
 
     def serve(self, port: int, *, addr: str = "127.0.0.1") -> MetricsServer:
         """Serve ``/metrics`` over HTTP on ``addr:port`` (port 0: any free port).

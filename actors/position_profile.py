@@ -23,6 +23,7 @@ from messages import (
     ExchangeUnavailable,
     Fill,
     InputError,
+    InsufficientPosition,
     Market,
     OpenPosition,
     OrderAccepted,
@@ -60,9 +61,12 @@ class PositionProfileConfig:
 class PositionProfile(HandlerBase):
     """Applies signals, fills and order events to a :class:`PositionLedger`."""
 
+    kind = "position"
+
     def __init__(self, ledger: PositionLedger, prefix: str, **kwargs: Any) -> None:
         super().__init__(ledger.profile_id, **kwargs)
         self.ledger = ledger
+        self._cancel_after: dict[str, int] = {}
         self._prefix = prefix
 
     # -- ProfileHandler --------------------------------------------------------------------
@@ -74,7 +78,9 @@ class PositionProfile(HandlerBase):
                 self._open(payload)
             case ClosePosition():
                 self._close(payload)
-            case OrderCanceled(client_order_id=cid) | OrderRejected(client_order_id=cid):
+            case OrderCanceled(client_order_id=cid, remaining=remaining):
+                self._canceled(cid, remaining)
+            case OrderRejected(client_order_id=cid):
                 self._release(cid)
             case OrderAccepted():
                 pass  # the exchange's ack of an order we sent: reported when it was placed
@@ -83,7 +89,7 @@ class PositionProfile(HandlerBase):
             case CrashProfile():
                 raise InjectedCrash(f"profile {self.profile_id}: poison message {payload}")
             case _:
-                raise InjectedCrash(f"profile {self.profile_id} cannot handle {payload!r}")
+                self._unexpected(payload)
         self.after_message(self.ledger.check_invariants, self.ledger.halt)
 
     def to_state(self) -> dict[str, Any]:
@@ -176,6 +182,10 @@ class PositionProfile(HandlerBase):
             qty = signal.qty
             if qty is None:
                 qty = self.ledger.sellable_qty(signal.position_id)
+                if qty == 0:
+                    raise InsufficientPosition(
+                        f"position {signal.position_id} has nothing left to sell"
+                    )
             self.ledger.reserve_for_order(
                 client_order_id=cid,
                 symbol=signal.symbol,
@@ -221,6 +231,30 @@ class PositionProfile(HandlerBase):
         if cid in self.ledger.orders:
             self.ledger.cancel_order(cid)
 
+    def _canceled(self, cid: str, remaining: int) -> None:
+        """The exchange canceled the order with ``remaining`` unfilled: release that part once
+        every fill it made before the cancel is in (fills may still be on their way)."""
+        order = self.ledger.orders.get(cid)
+        if order is None:
+            return
+        if order.qty - order.filled_qty > remaining:
+            # Fills still in transit: release when they are in. Kept in memory only; after a
+            # restart, reconciliation finds the order canceled and releases it then.
+            self._cancel_after[cid] = remaining
+            return
+        self.ledger.cancel_order(cid)
+
+    def _settle_cancel(self, cid: str) -> None:
+        remaining = self._cancel_after.get(cid)
+        order = self.ledger.orders.get(cid)
+        if remaining is None:
+            return
+        if order is None:
+            del self._cancel_after[cid]
+        elif order.qty - order.filled_qty <= remaining:
+            del self._cancel_after[cid]
+            self.ledger.cancel_order(cid)
+
     def _fill(self, fill: Fill) -> None:
         try:
             outcome = self.ledger.apply_fill(fill)
@@ -228,6 +262,8 @@ class PositionProfile(HandlerBase):
             self._fill_rejected(fill, exc)
             return
         self._fill_applied(fill, duplicate=outcome.duplicate)
+        if self._cancel_after:
+            self._settle_cancel(fill.client_order_id)
 
 
 def position_factory(

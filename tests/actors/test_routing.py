@@ -91,11 +91,14 @@ def test_exchange_events_go_to_the_owner_of_their_client_order_id_only(
             client_order_id=cid("pa", "a3"),
             reason="x",
         )
-        exchange_events = (ack, *disguised, cancel, refusal)
+        # a2's own trades from that step arrive *after* its cancel: the release of a2's
+        # reservation must wait for them (releasing at once would reject them later).
+        late = [f for f in fills if f.client_order_id == cid("pa", "a2")]
+        exchange_events = (ack, *disguised, cancel, *late, refusal)
         runtime.submit(*exchange_events)
         runtime.drain()
 
-        for payload in exchange_events:
+        for payload in (ack, *disguised, *late, cancel, refusal):
             reference_apply(reference, payload)
         assert stored_state(runtime, "pa") == reference.to_state()
         assert set(reference.orders) == {cid("pa", "a1")}  # a2 and a3 released
@@ -105,11 +108,11 @@ def test_exchange_events_go_to_the_owner_of_their_client_order_id_only(
             "pa": (1, None),
             "pb": (1, None),
         }
-        assert reference.reserved_for_positions == sum(f.cost for f in disguised)
+        assert reference.reserved_for_positions == sum(f.cost for f in (*disguised, *late))
         assert stored_state(runtime, "pb") == before_b
         applied = recorder.of(FillApplied)
         assert {(e.profile_id, e.trade_id) for e in applied} == {
-            ("pa", f.trade_id) for f in disguised
+            ("pa", f.trade_id) for f in (*disguised, *late)
         }
 
 
@@ -280,3 +283,39 @@ def test_bootstrap_commands_for_an_unknown_profile_are_refused_and_harm_nothing(
         runtime.drain()
         assert runtime.books()["pa"]["pending_orders"] == 1
         assert runtime.inspect()["profiles"]["pa"]["incarnation"] == 1
+
+
+def test_an_exchange_cancel_waits_for_the_fills_made_before_it(
+    exchange: SimulatedExchange, events: EventSink, recorder: Recorder
+) -> None:
+    # The exchange fills part of an order, then cancels the rest; the cancel notice overtakes
+    # the fill notices. Releasing the whole reservation on the cancel would make those late
+    # fills unknown (rejected, never booked): the release must wait for them.
+    specs = [position_spec("pa", exchange=exchange, events=events)]
+    with running(specs, events=events) as runtime:
+        runtime.submit(open_signal("pa", "a1"))
+        runtime.drain()
+        fills = step(exchange, PRICE - 1)
+        assert fills
+        assert all(f.client_order_id == cid("pa", "a1") for f in fills)
+        canceled = exchange.cancel_order(cid("pa", "a1"))
+        assert 0 < canceled["remaining"] < canceled["amount"]  # a partial fill, then the cancel
+        cancel = OrderCanceled(
+            message_id="cancel-a1",
+            ts_ns=1,
+            client_order_id=cid("pa", "a1"),
+            exchange_order_id=canceled["id"],
+            remaining=canceled["remaining"],
+        )
+        runtime.submit(cancel)
+        runtime.drain()
+        assert cid("pa", "a1") in ledger_of(runtime, "pa").orders  # held for the late fills
+        runtime.submit(*fills)
+        runtime.drain()
+
+        ledger = ledger_of(runtime, "pa")
+        assert ledger.orders == {}  # released once its fills were in
+        assert ledger.reserved_for_orders == 0
+        assert ledger.positions["pos-a1"].qty == sum(f.qty - f.fee for f in fills)
+        assert recorder.of(FillRejected) == []
+        ledger.check_invariants()
