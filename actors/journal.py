@@ -82,6 +82,9 @@ class JournalEntries:
 
     partition: int
     items: tuple[tuple[int, str, str, Message], ...]
+    #: claimed from another consumer: may be older than entries already applied, so it is
+    #: applied even below the profile's offset (the books' own dedupe keeps that exact)
+    claimed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +121,7 @@ class JournalIngest:
         batch: int = 500,
         block_ms: int = 50,
         dedupe: bool = True,
+        claim_idle_ms: int = 1000,
     ) -> None:
         self._store = store
         self._dedupe = dedupe
@@ -127,6 +131,10 @@ class JournalIngest:
         self._order_key = order_key
         self._batch = batch
         self._block_ms = block_ms
+        # We hold every partition's lease, so an entry pending for another consumer (a fenced
+        # out runtime whose readers were mid-read when it lost its lease) is ours to take.
+        self._claim_idle_ms = claim_idle_ms
+        self._partitions: list[int] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._count_lock = threading.Lock()
@@ -169,12 +177,40 @@ class JournalIngest:
         with self._count_lock:
             generation = self._generation
             idle = list(self._idle_since.values())
-        return len(idle) == len(self._threads) and all(g >= generation for g in idle)
+        if not (len(idle) == len(self._threads) and all(g >= generation for g in idle)):
+            return False
+        # Entries pending for another consumer are claimed by the readers after a while.
+        return all(
+            self._store.pending_count(p) == self._store.pending_count(p, self._consumer)
+            for p in self._partitions
+        )
 
-    def start(self, partitions: Sequence[int]) -> None:
-        """Start one reader thread per partition (own pending entries first)."""
+    def catch_up(self, partitions: Sequence[int]) -> list[JournalEntries]:
+        """Read everything already in the journal for us (pending first, then unread), now.
+
+        Used on start, before any profile runs, so that recovery replays the previous
+        incarnation's entries before it reconciles with the exchange.
+        """
+        out: list[JournalEntries] = []
         for partition in partitions:
             self._store.rewind(partition, self._consumer)
+            while True:
+                entries = self._store.read(partition, self._consumer, self._batch, 0)
+                if not entries:
+                    break
+                out.append(JournalEntries(partition=partition, items=self._decode(entries)))
+        return out
+
+    def request_stop(self) -> None:
+        """Ask the readers to stop (without waiting for them)."""
+        self._stop.set()
+
+    def start(self, partitions: Sequence[int], *, rewind: bool = True) -> None:
+        """Start one reader thread per partition (own pending entries first, if ``rewind``)."""
+        self._partitions = list(partitions)
+        for partition in partitions:
+            if rewind:
+                self._store.rewind(partition, self._consumer)
             thread = threading.Thread(
                 target=self._read_loop, args=(partition,), name=f"journal-p{partition}", daemon=True
             )
@@ -188,11 +224,18 @@ class JournalIngest:
 
     def _read_loop(self, partition: int) -> None:
         backoff = 0.01
+        last_claim = time.monotonic()
         while not self._stop.is_set():
             with self._count_lock:
                 generation = self._generation
+            claimed: list[JournalEntry] = []
             try:
                 entries = self._store.read(partition, self._consumer, self._batch, self._block_ms)
+                if time.monotonic() - last_claim > self._claim_idle_ms / 2000:
+                    last_claim = time.monotonic()
+                    claimed = self._store.claim_stale(
+                        partition, self._consumer, self._claim_idle_ms
+                    )
             except StoreUnavailable as exc:
                 logger.warning(
                     "journal p%d unavailable, retrying in %.2fs: %s", partition, backoff, exc
@@ -202,9 +245,15 @@ class JournalIngest:
                 self._store.rewind(partition, self._consumer)
                 continue
             backoff = 0.01
+            if self._stop.is_set():
+                return  # stopping (e.g. fenced out): leave what we read pending for the holder
+            if claimed:
+                self._deliver(
+                    JournalEntries(partition=partition, items=self._decode(claimed), claimed=True)
+                )
             if entries:
                 self._deliver(JournalEntries(partition=partition, items=self._decode(entries)))
-            else:
+            elif not claimed:
                 with self._count_lock:
                     self._idle_since[partition] = generation
 
@@ -253,6 +302,7 @@ class Committer:
         self._fences: dict[int, Fence] = {}
         self._thread = threading.Thread(target=self._loop, name="committer", daemon=True)
         self.available = True
+        self.last_ok = time.monotonic()  # when the store last answered the committer
         self.commits = 0
         self.commit_seconds: collections.deque[float] = collections.deque(maxlen=100_000)
 
@@ -301,16 +351,18 @@ class Committer:
             if running:
                 running = self._take(pending, acks)
             try:
-                if time.monotonic() - last_renew > self._ttl_ms / 3000:
+                # While the store is down, probe it on every pass (the renewal is the probe).
+                if not self.available or time.monotonic() - last_renew > self._ttl_ms / 3000:
                     for fence in self._fences.values():
                         self._store.renew_lease(fence)
-                    last_renew = time.monotonic()
+                    last_renew = self.last_ok = time.monotonic()
                 if pending:
                     # A retry after StoreUnavailable re-sends the same batch: equal offsets and
                     # already-acked entries are accepted, so an unknown outcome is harmless.
                     self._commit(pending, acks)
                     pending.clear()
                     acks.clear()
+                    self.last_ok = time.monotonic()
                 self.available = True
                 backoff = 0.01
             except StaleFence as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -32,6 +33,7 @@ from messages import (
     Message,
     ReservationRejected,
 )
+from persistence import Checkpoint, SnapshotStore
 
 logger = logging.getLogger("capflow.metrics")
 
@@ -104,6 +106,22 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class _TimedStore:
+    """A snapshot store that reports how long each save took."""
+
+    def __init__(self, store: SnapshotStore, observe: Callable[[float], None]) -> None:
+        self._store = store
+        self._observe = observe
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        started = time.perf_counter()
+        self._store.save(checkpoint)
+        self._observe(time.perf_counter() - started)
+
+    def load(self, profile_id: str) -> Checkpoint | None:
+        return self._store.load(profile_id)
 
 
 class Metrics:
@@ -297,6 +315,13 @@ class Metrics:
     def observe_commit(self, seconds: float) -> None:
         """One commit (checkpoint save) took ``seconds``."""
         self.commit_latency.observe(seconds)
+
+    def timed(self, store: SnapshotStore) -> SnapshotStore:
+        """``store`` with every ``save`` timed into ``commit_latency_seconds``.
+
+        For the in-memory (checkpoint) mode: ``Runtime(specs, store=metrics.timed(MemoryStore()))``.
+        """
+        return _TimedStore(store, self.observe_commit)
 
     def watch(self, runtime: Observable, *, interval: float = 1.0) -> Poller:
         """Look at ``runtime`` (:meth:`observe_runtime`) every ``interval`` seconds.

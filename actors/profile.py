@@ -34,10 +34,12 @@ from actors.protocol import (
     Halt,
     ProfileCrashed,
     ProfileStopped,
+    Reconcile,
+    Reconciled,
     RegisterOrder,
     Sync,
 )
-from messages import Fill
+from messages import Fill, StoreUnavailable
 from persistence import Checkpoint, SnapshotStore
 
 logger = logging.getLogger("capflow.profile")
@@ -205,14 +207,10 @@ class ProfileActor(pykka.ThreadingActor):
             self._handler = self._factory(self.profile_id, state, self._register)
             self._applied_seq = self._checkpointed_seq = seq
             self._offset = offset
-            if self._durability.reconciles:
-                # Recovery after a process restart: trades and orders the exchange has that
-                # the snapshot and journal do not (applied idempotently, by trade id).
-                self._handler.reconcile()
-                self._checkpoint(force=True)
         except Exception as exc:
             # pykka stops an actor whose on_start raises without calling on_failure: report it.
-            self._report_crash(exc)
+            # The store being down is retried without limit; a corrupt snapshot is not.
+            self._report_crash(exc, retryable=isinstance(exc, StoreUnavailable))
             raise
         self._supervisor.tell(
             BootstrapDone(
@@ -254,13 +252,14 @@ class ProfileActor(pykka.ThreadingActor):
     ) -> None:
         self._report_crash(exception_value)
 
-    def _report_crash(self, error: BaseException | None) -> None:
+    def _report_crash(self, error: BaseException | None, *, retryable: bool = False) -> None:
         self._supervisor.tell(
             ProfileCrashed(
                 profile_id=self.profile_id,
                 incarnation=self.incarnation,
                 seq=self._current_seq,
                 error=repr(error),
+                retryable=retryable,
             )
         )
 
@@ -276,6 +275,15 @@ class ProfileActor(pykka.ThreadingActor):
                 if self._since_checkpoint >= self._checkpoint_every:
                     self._checkpoint()
             self._maybe_checkpoint()
+            return None
+        if isinstance(message, Reconcile):
+            # After the journal replay (so the replay repeats the dead incarnation's decisions
+            # exactly): trades and orders the exchange has that the journal did not carry.
+            self._books().reconcile()
+            self._checkpoint(force=True)
+            self._supervisor.tell(
+                Reconciled(profile_id=self.profile_id, incarnation=self.incarnation)
+            )
             return None
         if isinstance(message, Committed):
             self._publish_committed(message.seq)
@@ -310,7 +318,15 @@ class ProfileActor(pykka.ThreadingActor):
                     payload, trade_id=f"{payload.trade_id}~{self.incarnation}.{item.seq}"
                 )
         elif item.seq <= self._applied_seq:
-            return  # redelivered after a restart, already inside the checkpoint
+            if not item.reapply:
+                return  # redelivered after a restart, already inside the checkpoint
+            # Claimed out of order from a fenced-out consumer: maybe never applied. The books
+            # are idempotent (trade ids, client order ids), so applying it again is exact.
+            self._current_seq = item.seq
+            self._books().handle(payload)
+            self._since_checkpoint += 1
+            self._current_seq = None
+            return
         self._current_seq = item.seq
         self._books().handle(payload)
         self._applied_seq = item.seq

@@ -20,6 +20,9 @@ class Deliver:
     seq: int
     payload: Any
     offset: str | None = None
+    #: apply even if ``seq`` is not above the profile's offset (an entry claimed out of order);
+    #: the books' own idempotency (trade ids, client order ids) keeps that exact
+    reapply: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +64,9 @@ class ProfileCrashed:
     incarnation: int
     seq: int | None
     error: str
+    retryable: bool = (
+        False  # the outside world failed (store down at start): not the profile's fault
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +92,19 @@ class BootstrapDone:
     profile_id: str
     incarnation: int
     applied_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconcile:
+    """Supervisor → profile, after the journal replay: reconcile with the exchange."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconciled:
+    """Profile → supervisor: reconciled and checkpointed; the profile may go live."""
+
+    profile_id: str
+    incarnation: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -113,6 +113,7 @@ class Runtime:
         self._ingest: JournalIngest | None = None
         self._committer: Committer | None = None
         self.fatal: Exception | None = None
+        self._append_failed_at = float("-inf")
         self.store: SnapshotStore = store if store is not None else MemoryStore()
         self.events = events if events is not None else EventSink()
         self._policy = policy
@@ -128,8 +129,13 @@ class Runtime:
         incarnation of this holder) and claim the entries it left pending.
         """
         durability: Durability | None = None
+        initial: list[JournalEntries] = []
         if self.journal is not None:
             durability = self._start_durable(self.journal)
+            assert self._ingest is not None
+            # Everything already journaled (our pending entries and unread ones) is logged
+            # before the profiles start: each replays it, *then* reconciles with the exchange.
+            initial = self._ingest.catch_up(range(self.journal.layout.partitions))
         self._supervisor = Supervisor.start(
             profiles=self.profiles,
             store=self.store,
@@ -137,6 +143,7 @@ class Runtime:
             index=self.index,
             resubmit=self._resubmit if self.journal is not None else None,
             unsafe_no_dedupe=self._unsafe,
+            initial=initial,
             order_key=exchange_order_key,
             on_unroutable=self._unroutable,
             on_dead_letter=self._dead_letter,
@@ -144,7 +151,7 @@ class Runtime:
             balances=self._balances,
         )
         if self._ingest is not None and self.journal is not None:
-            self._ingest.start(range(self.journal.layout.partitions))
+            self._ingest.start(range(self.journal.layout.partitions), rewind=False)
         return self
 
     def _start_durable(self, journal: JournalStore) -> Durability:
@@ -186,14 +193,25 @@ class Runtime:
             )
 
     def _on_fatal(self, error: Exception) -> None:
-        # Another runtime holds our partitions: stop applying anything (it owns the books now).
+        # Another runtime holds our partitions: stop reading and applying anything at once (it
+        # owns the books now); our uncommitted work is still pending in the journal for it.
         self.fatal = error
         logging.getLogger("capflow.runtime").error("runtime lost its lease: %s", error)
+        if self._ingest is not None:
+            self._ingest.request_stop()
+        supervisor = self._supervisor
+        if supervisor is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                supervisor.stop(block=False)
 
     @property
     def store_available(self) -> bool:
         """False while the durable store cannot be reached (new signals are refused)."""
-        return self._committer is None or (self._committer.available and self.fatal is None)
+        if self._committer is None:
+            return True
+        # An append that failed counts until the committer has talked to the store since.
+        recovered = self._committer.last_ok > self._append_failed_at
+        return self._committer.available and recovered and self.fatal is None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -208,7 +226,15 @@ class Runtime:
         return self._supervisor
 
     def stop(self) -> None:
-        """Stop the supervisor and every profile actor (durable mode: flush pending commits)."""
+        """Stop the supervisor and every profile actor (durable mode: flush pending commits).
+
+        In durable mode, first drain (bounded) so that the last commits are confirmed and their
+        events published while the supervisor still runs; what does not make it is simply
+        replayed by the next start.
+        """
+        if self._ingest is not None and self._supervisor is not None and self.fatal is None:
+            with contextlib.suppress(TimeoutError, StoreUnavailable, pykka.ActorDeadError):
+                self.drain(timeout=10.0)
         if self._ingest is not None:
             self._ingest.stop()
         if self._supervisor is not None:
@@ -248,7 +274,11 @@ class Runtime:
                 continue
             routed.extend((pid, payload) for pid in targets)
         if routed:
-            self._ingest.append(routed)
+            try:
+                self._ingest.append(routed)
+            except StoreUnavailable:
+                self._append_failed_at = time.monotonic()
+                raise
         if local:
             self.supervisor.tell(Submit(payloads=tuple(local)))
 

@@ -46,6 +46,8 @@ from actors.protocol import (
     Halt,
     ProfileCrashed,
     ProfileStopped,
+    Reconcile,
+    Reconciled,
     RegisterOrder,
     RestartProfile,
 )
@@ -60,6 +62,7 @@ class Status(enum.StrEnum):
 
     STARTING = "starting"
     BOOTSTRAP_HELD = "bootstrap_held"
+    RECONCILING = "reconciling"
     LIVE = "live"
     RESTARTING = "restarting"
     FAILED = "failed"
@@ -160,6 +163,8 @@ class _Profile:
     delivered_seq: int = 0
     hold: bool = False
     halted: str | None = None
+    replayed: int = 0
+    outages: int = 0
     crash_counts: collections.Counter[int] = field(default_factory=collections.Counter)
     restarts: collections.deque[float] = field(default_factory=collections.deque)
 
@@ -196,6 +201,7 @@ class Supervisor(pykka.ThreadingActor):
         index: OwnershipIndex | None = None,
         resubmit: Callable[[list[Any]], None] | None = None,
         unsafe_no_dedupe: bool = False,
+        initial: Sequence[JournalEntries] = (),
         on_unroutable: Callable[[Any, str], None] = lambda payload, why: None,
         on_dead_letter: Callable[[DeadLetter], None] = lambda letter: None,
         policy: RestartPolicy = RestartPolicy(),
@@ -227,6 +233,10 @@ class Supervisor(pykka.ThreadingActor):
         self.parked: dict[str, list[Any]] = collections.defaultdict(list)
         self.dead_letters: list[DeadLetter] = []
         self._timers: set[threading.Timer] = set()
+        for entries in initial:
+            # Journal entries left by the previous incarnation of this runtime: logged before
+            # any profile starts, so each profile replays them before it reconciles.
+            self._route_journaled(entries)
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -267,6 +277,8 @@ class Supervisor(pykka.ThreadingActor):
                 self._on_bootstrap_done(pid, inc, applied)
             case ProfileCrashed():
                 self._on_crash(message)
+            case Reconciled(profile_id=pid, incarnation=inc):
+                self._on_reconciled(pid, inc)
             case RestartProfile(profile_id=pid, incarnation=inc):
                 self._on_restart_timer(pid, inc)
             case ProfileStopped(profile_id=pid, incarnation=inc):
@@ -354,9 +366,9 @@ class Supervisor(pykka.ThreadingActor):
             if profile is None:
                 logger.error("journal entry %s for unknown profile %r ignored", offset, pid)
                 continue
-            if profile.log and seq <= profile.log[-1].seq:
+            if not entries.claimed and profile.log and seq <= profile.log[-1].seq:
                 continue  # re-read after a rewind: already logged
-            item = Deliver(seq=seq, payload=payload, offset=offset)
+            item = Deliver(seq=seq, payload=payload, offset=offset, reapply=entries.claimed)
             profile.next_seq = max(profile.next_seq, seq + 1)
             profile.log.append(item)
             if profile.status is Status.LIVE:
@@ -388,11 +400,10 @@ class Supervisor(pykka.ThreadingActor):
             return
         # Durable now: the profile may publish the events it held for it.
         self._tell(profile, Committed(seq=seq))
-        if seq <= profile.checkpoint_seq:
-            return
-        profile.checkpoint_seq = seq
-        while profile.log and profile.log[0].seq <= seq:
-            profile.log.popleft()
+        profile.checkpoint_seq = max(profile.checkpoint_seq, seq)
+        # A filter, not a prefix pop: an entry claimed out of order sits behind newer ones.
+        if any(item.seq <= seq for item in profile.log):
+            profile.log = collections.deque(item for item in profile.log if item.seq > seq)
 
     def _on_bootstrap_done(self, pid: str, incarnation: int, applied_seq: int) -> None:
         profile = self._profiles[pid]
@@ -404,7 +415,27 @@ class Supervisor(pykka.ThreadingActor):
         if profile.hold:
             profile.status = Status.BOOTSTRAP_HELD
             return
-        self._go_live(profile)
+        self._begin_live(profile)
+
+    def _begin_live(self, profile: _Profile) -> None:
+        """Replay the log, reconcile with the exchange (durable mode), then go live."""
+        if not self._durability.reconciles:
+            self._go_live(profile)
+            return
+        profile.status = Status.RECONCILING
+        if profile.halted is not None:
+            self._tell(profile, Halt(reason=profile.halted))
+        replay = list(profile.log)
+        self._deliver(profile, replay)
+        profile.replayed = replay[-1].seq if replay else 0
+        self._tell(profile, Reconcile())
+
+    def _on_reconciled(self, pid: str, incarnation: int) -> None:
+        profile = self._profiles[pid]
+        if incarnation != profile.incarnation or profile.status is not Status.RECONCILING:
+            return
+        profile.status = Status.LIVE
+        self._deliver(profile, [item for item in profile.log if item.seq > profile.replayed])
 
     def _go_live(self, profile: _Profile) -> None:
         profile.status = Status.LIVE
@@ -425,6 +456,13 @@ class Supervisor(pykka.ThreadingActor):
         )
         profile.ref = None
         profile.status = Status.RESTARTING
+        if crash.retryable:
+            # The store (or another outside service) was down while it started: not the
+            # profile's fault and not a poison message. Retry with capped backoff, uncounted.
+            profile.outages += 1
+            self._schedule_restart(profile, self._policy.delay(min(profile.outages, 16)))
+            return
+        profile.outages = 0
         if crash.seq is not None:
             profile.crash_counts[crash.seq] += 1
             attempts = profile.crash_counts[crash.seq]
@@ -506,7 +544,7 @@ class Supervisor(pykka.ThreadingActor):
         profile = self._profiles[pid]
         profile.hold = False
         if profile.status is Status.BOOTSTRAP_HELD:
-            self._go_live(profile)
+            self._begin_live(profile)
 
     def _inspect(self) -> dict[str, Any]:
         return {

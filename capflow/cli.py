@@ -12,7 +12,12 @@ import sys
 from collections.abc import Sequence
 
 #: subcommand modules, in help order
-COMMANDS = ("capflow.run", "capflow.scenario")
+COMMANDS = (
+    "capflow.run",
+    "capflow.scenario",
+    "capflow.loadtest",
+    "capflow.inspect",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
