@@ -158,7 +158,16 @@ class Market:
         """Quote units worth ``qty`` base units at ``price``, rounded in the given direction."""
         check_units(qty, name="qty")
         check_price(price)
-        return _round(Fraction(qty) * Fraction(price) * self._scale(), rounding)
+        # Exact integer arithmetic (the hot path of every fill): no Fraction objects.
+        numerator, denominator = price.as_integer_ratio()
+        numerator *= qty
+        shift = self.quote.precision - self.base.precision
+        if shift >= 0:
+            numerator *= 10**shift
+        else:
+            denominator *= 10**-shift
+        whole, rest = divmod(numerator, denominator)
+        return whole + 1 if rest and rounding is Rounding.UP else whole
 
     def qty_for(self, quote_units: int, price: Decimal) -> int:
         """Largest base quantity (<= MAX_UNITS) whose notional rounded UP fits ``quote_units``."""
