@@ -17,6 +17,7 @@ COMMANDS = (
     "capflow.scenario",
     "capflow.loadtest",
     "capflow.inspect",
+    "capflow.drill",
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import queue
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
@@ -55,6 +56,9 @@ class SignalGenerator:
         tick: limit prices are multiples of it.
         order_prefix: the profiles' client order id prefix (``<prefix>-<profile>-<signal>``).
         rate: chance per step and profile of a signal.
+        id_tag: put in front of every signal and position id (no ``-``), so that several
+            generators over the same profiles (e.g. one per process incarnation of a crash
+            drill) never reuse an id.
     """
 
     def __init__(
@@ -66,13 +70,17 @@ class SignalGenerator:
         tick: Decimal,
         order_prefix: str = "cf",
         rate: float = 0.05,
+        id_tag: str = "",
     ) -> None:
+        if "-" in id_tag:
+            raise ValueError(f"id_tag may not contain '-': {id_tag!r}")
         self._capital = dict(profiles)
         self._market = market
         self._rng = random.Random(f"capflow-signals:{seed}")
         self._tick = tick
         self._prefix = order_prefix
         self._rate = rate
+        self._tag = id_tag
         self._ids = itertools.count(1)
         self._news: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()  # (cid, filled)
         self._started: set[str] = set()
@@ -86,6 +94,14 @@ class SignalGenerator:
         #: every order the signals implied, by client order id (for the verification)
         self.sent: dict[str, SentOrder] = {}
         self.oversized = 0
+
+    def adopt(self, profile_id: str, position_ids: Iterable[str]) -> None:
+        """Treat these open, fully entered positions as this generator's (they may be exited)."""
+        held = self._held[profile_id]
+        for position_id in position_ids:
+            if position_id not in held:
+                held.append(position_id)
+            self._filled.add((profile_id, position_id))
 
     def on_event(self, event: Message) -> None:
         """Event-sink listener (any thread): fills and refusals of the signals' orders."""
@@ -137,7 +153,7 @@ class SignalGenerator:
                 held.remove(key[1])  # it never opened
 
     def _signal(self, pid: str, price: Decimal, ts_ns: int) -> OpenPosition | ClosePosition:
-        n = next(self._ids)
+        n = f"{self._tag}{next(self._ids)}"
         draw = self._rng.random()
         held = self._held[pid]
         first = pid not in self._started
