@@ -183,11 +183,12 @@ class Worker:
         backoff = 0.05
         deadline = time.monotonic() + BOOTSTRAP_TIMEOUT
         while True:
+            store = RedisStore(self.url)
             runtime = Runtime(
                 self.specs,
                 events=self.events,
                 balances={"main": self.world.balances},
-                journal=RedisStore(self.url),
+                journal=store,
                 holder=HOLDER,
                 unsafe_no_dedupe=self.unsafe,
             )
@@ -198,6 +199,7 @@ class Worker:
                 logger.warning("store unavailable at start, retrying: %s", exc)
                 with contextlib.suppress(Exception):
                     runtime.stop()
+                store.close()
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"store unavailable for {BOOTSTRAP_TIMEOUT} s") from exc
                 time.sleep(backoff)
@@ -214,7 +216,8 @@ class Worker:
     def adopt_positions(self) -> None:
         """Let this incarnation's signals exit positions that earlier ones opened."""
         try:
-            snapshots = RedisStore(self.url).load_many(self.world.positions)
+            with RedisStore(self.url) as store:
+                snapshots = store.load_many(self.world.positions)
         except StoreUnavailable:
             return
         for pid, snapshot in snapshots.items():
