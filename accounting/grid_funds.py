@@ -41,6 +41,7 @@ from messages import (
     InvalidConfig,
     InvalidFill,
     InvalidMessage,
+    Rounding,
     Side,
     StateError,
     UnknownOrder,
@@ -274,6 +275,8 @@ class GridBook(GridView):
             return GridFillOutcome(trade_id=fill.trade_id, order_id=oid, duplicate=True)
         order = self._orders.get(oid)
         if order is None and oid in self._done:
+            if self._is_late_dust(oid, fill):
+                return self._apply_late_dust(fill)
             raise InvalidFill(
                 f"fill {fill.trade_id} is for order {oid}, which is {self._done[oid]};"
                 " it holds no slot"
@@ -318,6 +321,44 @@ class GridBook(GridView):
                 spent=effect.spent,
                 slot=order.slot,
                 rotation_dropped=dropped,
+            )
+
+    def _is_late_dust(self, oid: str, fill: Fill) -> bool:
+        """A late trade of a sell remainder the books already counted as filled.
+
+        A sell whose remainder is worth nothing in quote counts as full: the dust goes back to
+        ``free`` while it may still rest on the exchange until our cancel lands. If the exchange
+        fills it first, that trade is real (the base leaves the account) and is booked here.
+        Only an order completed as "filled" can get one (a re-sent trade id was caught before),
+        and dust is worth nothing: cost and fee are 0.
+        """
+        market = self._config.market
+        return (
+            self._done[oid] == "filled"
+            and fill.side is Side.SELL
+            and fill.symbol == market.symbol
+            and fill.cost == 0
+            and fill.fee == 0
+            and market.notional(fill.qty, fill.price, Rounding.DOWN) == 0
+        )
+
+    def _apply_late_dust(self, fill: Fill) -> GridFillOutcome:
+        base = self._config.market.base.symbol
+        funds = self.recalculate_funds()[base]
+        unowned = funds.free - funds.virtual - funds.in_flight
+        if fill.qty > unowned:
+            raise InvalidFill(
+                f"fill {fill.trade_id} of {fill.qty} {base} for filled order"
+                f" {fill.client_order_id} exceeds the {unowned} {base} its released dust could be"
+            )
+        with self._atomic():
+            self._update_balance(Side.SELL, total=-fill.qty, free=-fill.qty)
+            balance = self._balances[base]
+            if balance.cache_funds > balance.free:
+                self._balances[base] = dataclasses.replace(balance, cache_funds=balance.free)
+            self._trade_ids[fill.trade_id] = None
+            return GridFillOutcome(
+                trade_id=fill.trade_id, order_id=fill.client_order_id, spent=fill.qty
             )
 
     def settle_fees(self) -> FeeSettlement:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self, cast
@@ -113,6 +114,8 @@ class Runtime:
         self._ingest: JournalIngest | None = None
         self._committer: Committer | None = None
         self.fatal: Exception | None = None
+        self._start_lock = threading.Lock()
+        self._early_commits: list[Checkpointed] = []
         self._append_failed_at = float("-inf")
         self.store: SnapshotStore = store if store is not None else MemoryStore()
         self.events = events if events is not None else EventSink()
@@ -150,6 +153,10 @@ class Runtime:
             policy=self._policy,
             balances=self._balances,
         )
+        with self._start_lock:
+            early, self._early_commits = self._early_commits, []
+        for report in early:
+            self._supervisor.tell(report)
         if self._ingest is not None and self.journal is not None:
             self._ingest.start(range(self.journal.layout.partitions), rewind=False)
         return self
@@ -183,14 +190,19 @@ class Runtime:
             self.supervisor.tell(entries)
 
     def _committed(self, checkpoint: CheckpointReady) -> None:
-        with contextlib.suppress(pykka.ActorDeadError, RuntimeError):
-            self.supervisor.tell(
-                Checkpointed(
-                    profile_id=checkpoint.profile_id,
-                    incarnation=checkpoint.incarnation,
-                    seq=checkpoint.seq,
-                )
-            )
+        report = Checkpointed(
+            profile_id=checkpoint.profile_id,
+            incarnation=checkpoint.incarnation,
+            seq=checkpoint.seq,
+        )
+        with self._start_lock:
+            supervisor = self._supervisor
+            if supervisor is None:
+                # Confirmed while start() is still running: handed over once it has the ref.
+                self._early_commits.append(report)
+                return
+        with contextlib.suppress(pykka.ActorDeadError):
+            supervisor.tell(report)
 
     def _on_fatal(self, error: Exception) -> None:
         # Another runtime holds our partitions: stop reading and applying anything at once (it

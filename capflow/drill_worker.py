@@ -75,6 +75,9 @@ SIGNAL_EVERY = 0.1
 TICK_EVERY = 1.0
 #: How long a bootstrap (every profile live) may take.
 BOOTSTRAP_TIMEOUT = 300.0
+#: How long the runtime may take to settle when the parent asks for a check (a runtime that
+#: does not settle fails the worker, and so the drill).
+QUIESCE_DRAIN_TIMEOUT = 60.0
 #: A profile id no drill has: a message for it makes the supervisor's handler raise.
 _NO_SUCH_PROFILE = "~no-such-profile~"
 
@@ -331,7 +334,7 @@ class Worker:
             rounds += 1
             while self.pump():
                 pass
-            self.runtime.drain(timeout=300)
+            self.runtime.drain(timeout=QUIESCE_DRAIN_TIMEOUT)
             # A grid's replacement order may have crossed the market: look once more.
             if not self.pump():
                 break
