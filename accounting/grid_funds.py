@@ -324,25 +324,37 @@ class GridBook(GridView):
             )
 
     def _is_late_dust(self, oid: str, fill: Fill) -> bool:
-        """A late trade of a sell remainder the books already counted as filled.
+        """A late trade of a remainder the books already counted as filled.
 
-        A sell whose remainder is worth nothing in quote counts as full: the dust goes back to
-        ``free`` while it may still rest on the exchange until our cancel lands. If the exchange
-        fills it first, that trade is real (the base leaves the account) and is booked here.
-        Only an order completed as "filled" can get one (a re-sent trade id was caught before),
-        and dust is worth nothing: cost and fee are 0.
+        An order whose remainder is worth nothing in the other asset counts as full while that
+        dust may still rest on the exchange until our cancel lands; if the exchange fills it
+        first, the trade is real and is booked here. A sell's dust leaves the account for no
+        quote. A buy whose quote size its trades' rounded-up costs used up still has base open:
+        that trade costs 0 quote and brings its base (less a base fee). Only an order completed
+        as "filled" can get one (a re-sent trade id was caught before), and dust is worth less
+        than one quote unit: cost 0, and no quote fee.
         """
         market = self._config.market
-        return (
+        if not (
             self._done[oid] == "filled"
-            and fill.side is Side.SELL
             and fill.symbol == market.symbol
             and fill.cost == 0
-            and fill.fee == 0
             and market.notional(fill.qty, fill.price, Rounding.DOWN) == 0
-        )
+        ):
+            return False
+        if fill.side is Side.SELL:
+            return fill.fee == 0
+        return fill.fee == 0 or (fill.fee_asset == market.base.symbol and fill.fee <= fill.qty)
 
     def _apply_late_dust(self, fill: Fill) -> GridFillOutcome:
+        if fill.side is Side.BUY:
+            received = fill.qty - fill.fee
+            with self._atomic():
+                self._update_balance(Side.SELL, total=received, free=received, cache=received)
+                self._trade_ids[fill.trade_id] = None
+                return GridFillOutcome(
+                    trade_id=fill.trade_id, order_id=fill.client_order_id, received=received
+                )
         base = self._config.market.base.symbol
         funds = self.recalculate_funds()[base]
         unowned = funds.free - funds.virtual - funds.in_flight

@@ -9,6 +9,12 @@ A cancel is confirmed in the books only once every fill the exchange reports for
 been applied: the exchange's cancel answer carries its ``filled``; if our book has seen less, the
 confirmation waits (``awaiting``) until the missing fills arrive through the feed. Confirming
 earlier would free capital that a late fill then spends a second time.
+
+Reconciliation after a restart is the one place where the books change in an order the journal
+does not record (the exchange's trades per order, not in feed order). A replay cannot repeat
+decisions taken from that state, so :meth:`GridProfile.reconcile` only changes the books and
+marks them ``resume``; their checkpoint is made durable, and only then does :meth:`resume` send
+what they call for. A restart from that checkpoint resumes the same way before its replay.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from accounting import (
     CancelRequest,
@@ -36,6 +42,7 @@ from actors.handler_base import Clock, HandlerBase
 from actors.profile import InjectedCrash, ProfileHandler
 from exchange import Exchange, trade_to_fill
 from messages import (
+    CorruptSnapshot,
     CrashProfile,
     ExchangeUnavailable,
     Fill,
@@ -54,6 +61,8 @@ from messages import (
 logger = logging.getLogger("capflow.grid")
 
 Request = Placement | CancelRequest
+#: what a reconciled book still has to do once durable: send its retries, or also rebalance
+Resume = Literal["send", "rebalance"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +95,7 @@ class GridProfile(HandlerBase):
         *,
         awaiting: dict[str, int] | None = None,
         halted: str | None = None,
+        resume: Resume | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(profile_id, **kwargs)
@@ -93,6 +103,11 @@ class GridProfile(HandlerBase):
         self.book = book
         self._awaiting: dict[str, int] = dict(awaiting or {})
         self._halted = halted
+        #: reconciled books whose requests are not sent yet (see the module docstring): "send"
+        #: (retries only) or "rebalance" (retries and a rebalance)
+        self._resume = resume
+        self._reconciling = False
+        self._rebalance_on_resume = False
 
     # -- ProfileHandler --------------------------------------------------------------------
     def handle(self, payload: object) -> None:
@@ -119,6 +134,7 @@ class GridProfile(HandlerBase):
             "book": None if self.book is None else self.book.to_state(),
             "awaiting": dict(self._awaiting),
             "halted": self._halted,
+            "resume": self._resume,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -159,10 +175,30 @@ class GridProfile(HandlerBase):
         confirmed if the exchange has it, else rejected (its capital returns to the slot). The
         exchange's trades are applied idempotently, and an order the exchange has closed or
         canceled is detached and confirmed once its fills are in.
+
+        Nothing is sent: the placements and cancels this calls for are written ahead in the
+        book (in flight, canceling) and sent by :meth:`resume`, with the next rebalance.
         """
         book = self.book
         if book is None:
             return
+        self._reconciling, self._rebalance_on_resume = True, False
+        try:
+            self._reconcile_orders(book)
+        finally:
+            self._reconciling = False
+        self._resume = "rebalance" if self._rebalance_on_resume else "send"
+
+    def resume(self) -> None:
+        """Send what reconciliation decided (re-sent as retries, same ids), and rebalance if
+        one of its fills called for it."""
+        resume, self._resume = self._resume, None
+        if resume == "rebalance":
+            self._cycle()
+        elif resume == "send":
+            self._maintain()
+
+    def _reconcile_orders(self, book: GridBook) -> None:
         symbol = book.config.market.symbol
         for oid in sorted(book.orders):
             order = book.orders.get(oid)
@@ -268,6 +304,9 @@ class GridProfile(HandlerBase):
         """Plan a rebalance, apply its book side, send its requests (halted: retries only)."""
         if self.book is None:
             return
+        if self._reconciling:
+            self._rebalance_on_resume = True
+            return
         requests = self._retries()
         if self._halted is None:
             requests += apply_plan(self.book, plan_rebalance(self.book))
@@ -305,8 +344,8 @@ class GridProfile(HandlerBase):
 
     def _execute(self, requests: list[Request]) -> None:
         book = self.book
-        if book is None or not requests:
-            return
+        if book is None or not requests or self._reconciling:
+            return  # reconciling: written ahead in the book, sent by resume() as retries
         queue = collections.deque(requests)
         while queue:
             request = queue.popleft()
@@ -366,6 +405,16 @@ class GridProfile(HandlerBase):
         return [] if outcome.placement is None else [outcome.placement]
 
 
+def _resume_from_state(value: object) -> Resume | None:
+    if value is None:
+        return None
+    if value == "send":
+        return "send"
+    if value == "rebalance":
+        return "rebalance"
+    raise CorruptSnapshot(f"grid profile state: resume is {value!r}, not send/rebalance/None")
+
+
 def grid_factory(
     config: GridProfileConfig,
     *,
@@ -399,13 +448,18 @@ def grid_factory(
             profile.place_initial_orders()
             return profile
         book_state = state.get("book")
-        return GridProfile(
+        profile = GridProfile(
             profile_id,
             config,
             None if book_state is None else GridBook.from_state(book_state),
             awaiting={str(k): int(v) for k, v in dict(state.get("awaiting") or {}).items()},
             halted=state.get("halted"),
+            resume=_resume_from_state(state.get("resume")),
             **deps,
         )
+        # Reconciled, durable, but perhaps killed before it sent what it decided: send it now,
+        # before the replay, exactly where the dead incarnation did.
+        profile.resume()
+        return profile
 
     return build

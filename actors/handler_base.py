@@ -89,7 +89,13 @@ class HandlerBase:
             self._events.publish(event)
 
     def reconcile(self) -> None:
-        """Bring the books in line with the exchange after a restart (see subclasses)."""
+        """Bring the books in line with the exchange after a restart (see subclasses).
+
+        Book changes only: what they call for is sent by :meth:`resume`, once durable.
+        """
+
+    def resume(self) -> None:
+        """Send what :meth:`reconcile` decided; called once its checkpoint is durable."""
 
     def _fill_applied(self, fill: Fill, *, duplicate: bool) -> None:
         self._publish(

@@ -97,6 +97,7 @@ class CheckpointReady:
     offset: str
     state: dict[str, Any]
     acks: tuple[str, ...]
+    number: int = 0  # the incarnation's checkpoint counter (see ``Checkpointed``)
 
 
 class JournalIngest:
@@ -447,6 +448,7 @@ class JournalDurability:
         offset: str | None,
         state: dict[str, Any],
         acks: tuple[str, ...],
+        number: int = 0,
     ) -> None:
         self._committer.submit(
             CheckpointReady(
@@ -456,6 +458,7 @@ class JournalDurability:
                 offset=offset if offset is not None else ZERO_OFFSET,
                 state=state,
                 acks=acks,
+                number=number,
             )
         )
 

@@ -82,6 +82,8 @@ class ProfileHandler(Protocol):
 
     def reconcile(self) -> None: ...
 
+    def resume(self) -> None: ...
+
 
 class HandlerFactory(Protocol):
     """Builds a profile's handler, from its checkpointed state or, with None, from config.
@@ -117,8 +119,12 @@ class Durability(Protocol):
         offset: str | None,
         state: dict[str, Any],
         acks: tuple[str, ...],
+        number: int = 0,
     ) -> None:
-        """Make ``state`` (everything up to ``seq``) durable, and ack the covered entries."""
+        """Make ``state`` (everything up to ``seq``) durable, and ack the covered entries.
+
+        ``number`` counts the incarnation's checkpoints; a later ``Committed`` names it.
+        """
 
     def register(self, profile_id: str, client_order_id: str) -> None:
         """Claim an order id for a profile (synchronously, before the order is sent)."""
@@ -151,6 +157,7 @@ class MemoryDurability:
         offset: str | None,
         state: dict[str, Any],
         acks: tuple[str, ...],
+        number: int = 0,
     ) -> None:
         self._store.save(Checkpoint(profile_id=profile_id, seq=seq, state=state))
 
@@ -199,6 +206,8 @@ class ProfileActor(pykka.ThreadingActor):
         self._acks: list[str] = []
         self._unpublished: collections.deque[tuple[int, list[Any]]] = collections.deque()
         self._current_seq: int | None = None
+        self._checkpoints = 0  # this incarnation's checkpoint counter
+        self._resume_after: int | None = None  # resume once this checkpoint is durable
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -279,14 +288,19 @@ class ProfileActor(pykka.ThreadingActor):
         if isinstance(message, Reconcile):
             # After the journal replay (so the replay repeats the dead incarnation's decisions
             # exactly): trades and orders the exchange has that the journal did not carry.
+            # Their order differs from the journal's, so the books may now decide differently
+            # from a replay: nothing is sent until this state is durable (``_resume``).
             self._books().reconcile()
             self._checkpoint(force=True)
-            self._supervisor.tell(
-                Reconciled(profile_id=self.profile_id, incarnation=self.incarnation)
-            )
+            if self._durability.synchronous:
+                self._resume()
+            else:
+                self._resume_after = self._checkpoints
             return None
         if isinstance(message, Committed):
             self._publish_committed(message.seq)
+            if self._resume_after is not None and message.number >= self._resume_after:
+                self._resume()
             return None
         if isinstance(message, Sync):
             self._checkpoint()
@@ -300,6 +314,17 @@ class ProfileActor(pykka.ThreadingActor):
         if isinstance(message, CrashNow):
             raise InjectedCrash(f"profile {self.profile_id}: crash injected by a drill")
         return super().on_receive(message)
+
+    def _resume(self) -> None:
+        """The reconciled books are durable: send what they decided, then go live.
+
+        A crash from here on restarts from that checkpoint, whose handler resumes the same way
+        before the replay, so the orders sent now are sent again with the same ids.
+        """
+        self._resume_after = None
+        self._books().resume()
+        self._checkpoint(force=True)
+        self._supervisor.tell(Reconciled(profile_id=self.profile_id, incarnation=self.incarnation))
 
     def _books(self) -> ProfileHandler:
         if self._handler is None:  # pragma: no cover - on_start either sets it or stops us
@@ -346,6 +371,7 @@ class ProfileActor(pykka.ThreadingActor):
         if not (force or self._since_checkpoint or self._acks):
             return
         events = handler.take_events()
+        self._checkpoints += 1
         self._durability.checkpoint(
             profile_id=self.profile_id,
             incarnation=self.incarnation,
@@ -353,6 +379,7 @@ class ProfileActor(pykka.ThreadingActor):
             offset=self._offset,
             state=handler.to_state(),
             acks=tuple(self._acks),
+            number=self._checkpoints,
         )
         self._checkpointed_seq = self._applied_seq
         self._since_checkpoint = 0

@@ -42,18 +42,25 @@ class RegisterOrder:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Checkpointed:
-    """A profile made its state durable up to ``seq``: the supervisor may drop older log."""
+    """A profile made its state durable up to ``seq``: the supervisor may drop older log.
+
+    ``number`` is the incarnation's checkpoint counter: it tells two checkpoints of one ``seq``
+    apart (a reconciliation changes the books without a new message).
+    """
 
     profile_id: str
     incarnation: int
     seq: int
+    number: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Committed:
-    """Supervisor → profile: its checkpoint up to ``seq`` is durable; publish held events."""
+    """Supervisor → profile: its checkpoint ``number`` (up to ``seq``) is durable; publish held
+    events."""
 
     seq: int
+    number: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,7 +108,7 @@ class Reconcile:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reconciled:
-    """Profile → supervisor: reconciled and checkpointed; the profile may go live."""
+    """Profile → supervisor: reconciled, that checkpoint durable, resumed; it may go live."""
 
     profile_id: str
     incarnation: int

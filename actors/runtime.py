@@ -194,6 +194,7 @@ class Runtime:
             profile_id=checkpoint.profile_id,
             incarnation=checkpoint.incarnation,
             seq=checkpoint.seq,
+            number=checkpoint.number,
         )
         with self._start_lock:
             supervisor = self._supervisor

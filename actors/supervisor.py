@@ -271,8 +271,8 @@ class Supervisor(pykka.ThreadingActor):
                 self._on_register(pid, cid)
             case JournalEntries():
                 self._route_journaled(message)
-            case Checkpointed(profile_id=pid, incarnation=inc, seq=seq):
-                self._on_checkpoint(pid, inc, seq)
+            case Checkpointed(profile_id=pid, incarnation=inc, seq=seq, number=number):
+                self._on_checkpoint(pid, inc, seq, number)
             case BootstrapDone(profile_id=pid, incarnation=inc, applied_seq=applied):
                 self._on_bootstrap_done(pid, inc, applied)
             case ProfileCrashed():
@@ -394,12 +394,12 @@ class Supervisor(pykka.ThreadingActor):
             return False
         return True
 
-    def _on_checkpoint(self, pid: str, incarnation: int, seq: int) -> None:
+    def _on_checkpoint(self, pid: str, incarnation: int, seq: int, number: int = 0) -> None:
         profile = self._profiles[pid]
         if incarnation != profile.incarnation:
             return
         # Durable now: the profile may publish the events it held for it.
-        self._tell(profile, Committed(seq=seq))
+        self._tell(profile, Committed(seq=seq, number=number))
         profile.checkpoint_seq = max(profile.checkpoint_seq, seq)
         # A filter, not a prefix pop: an entry claimed out of order sits behind newer ones.
         if any(item.seq <= seq for item in profile.log):

@@ -203,6 +203,9 @@ class _Observed:
     def reconcile(self) -> None:
         self._inner.reconcile()
 
+    def resume(self) -> None:
+        self._inner.resume()
+
 
 class World:
     """The runtime, exchange, store and event recorder of one scenario run."""

@@ -32,6 +32,7 @@ from exchange import SimulatedExchange, trade_to_fill
 from messages import (
     ExchangeUnavailable,
     Fill,
+    InvalidFill,
     Liquidity,
     OpenPosition,
     PriceTick,
@@ -188,17 +189,15 @@ def test_a_grid_order_placed_just_before_a_kill_is_not_orphaned(
         b.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a restarted grid goes live before its reconcile checkpoint is committed; killed"
-    " then, the next incarnation replays the reconciled fills from the journal (in feed order)"
-    " and decides differently from the reconciliation (per order, in client-order-id order), so"
-    " the orders the dead one placed are orphaned on the exchange (drill: grid9, grid29 after"
-    " kill 45 of a 200-profile run)",
-)
 def test_orders_placed_by_a_reconciliation_that_was_never_committed_are_not_orphaned(
     graveyard: list[tuple[Runtime, Process]],
 ) -> None:
+    """Found by the drill (grid9, grid29 after kill 45 of a 200-profile run): a restarted grid
+    went live, placing what its reconciliation decided, before that checkpoint was committed;
+    killed then, the next incarnation replayed the reconciled fills from the journal (in feed
+    order, not per order as reconciliation applies them), decided differently, and the orders
+    the dead one had placed were orphaned on the exchange. Fixed: reconciliation only changes
+    the books; what they call for is sent once their checkpoint is durable."""
     cfg = grid_profile_config(0, Setup(grid_profiles=1, signal_profiles=0, seed=1))
     claims = {"BTC": cfg.base_total, "USDT": cfg.quote_total}
     exchange = SimulatedExchange([MARKET], claims, partial_fill=None, seed=1)
@@ -222,15 +221,20 @@ def test_orders_placed_by_a_reconciliation_that_was_never_committed_are_not_orph
     # While nothing runs, the two nearest buys fill, nearest first.
     trades = exchange.advance(buys[0] - Decimal("0.01"))
     trades += exchange.advance(buys[1] - Decimal("0.01"))
-    # B reconciles (applies both fills, places replacements) and goes live; its feed pump
-    # journals the two fills; it is killed before its reconcile checkpoint got through.
+    # B reconciles (applies both fills); its feed pump journals the two fills; it is killed
+    # before its reconcile checkpoint got through.
+    open_before = {o["clientOrderId"] for o in exchange.fetch_open_orders()}
     second = Process()
     second.commits_stall = True
     b = start(
         factory, claims=claims, store=store, exchange=exchange, process=second, profile_id="grid1"
     )
     graveyard.append((b, second))
-    eventually(lambda: b.inspect()["profiles"]["grid1"]["status"] == "live")
+    eventually(lambda: b.inspect()["profiles"]["grid1"]["status"] == "reconciling")
+    b.books()  # answered after the Reconcile message: reconciled, waiting for its commit
+    # Before the fix B was live by now, with the replacements of the two buys placed.
+    assert b.inspect()["profiles"]["grid1"]["status"] == "reconciling"
+    assert {o["clientOrderId"] for o in exchange.fetch_open_orders()} == open_before
     b.submit(*[trade_to_fill(t) for t in trades])
     second.dead = True
     c = start(
@@ -241,8 +245,10 @@ def test_orders_placed_by_a_reconciliation_that_was_never_committed_are_not_orph
         book = GridBook.from_state(store.load("grid1").state["book"])  # type: ignore[union-attr,arg-type]
         in_books = {oid for oid, o in book.orders.items() if o.status is OrderStatus.OPEN}
         on_exchange = {o["clientOrderId"] for o in exchange.fetch_open_orders()}
-        # today: {'grid1-g50-9', 'grid1-g51-7', 'grid1-g55-10', 'grid1-g56-8'}
+        # before the fix: {'grid1-g50-9', 'grid1-g51-7', 'grid1-g55-10', 'grid1-g56-8'}
         assert on_exchange - in_books == set()
+        assert in_books - on_exchange == set()
+        assert on_exchange != open_before  # C did place the replacements
     finally:
         c.stop()
 
@@ -351,14 +357,12 @@ def test_a_late_fill_of_a_dust_remainder_is_booked() -> None:
     assert book.recalculate_funds()["BTC"].total == base - dust
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the buy side of the dust finding: a buy whose quote size is used up (each trade's"
-    " cost rounded up) counts as filled while base is still open on the exchange; its late"
-    " trade (cost 0, a base fee) is refused ('which is filled; it holds no slot') — drill:"
-    " grid20, T016310, buy 26 @ 28567.33, cost 0, fee 1 BTC",
-)
 def test_a_late_fill_of_a_buy_dust_remainder_is_booked() -> None:
+    """Found by the drill (grid20, T016310, buy 26 @ 28567.33, cost 0, fee 1 BTC): a buy whose
+    quote size is used up by its trades' rounded-up costs counts as filled while base is still
+    open on the exchange; the exchange's late trade of that dust was refused ("which is filled;
+    it holds no slot"), so the books missed base the account had. Fixed: booked like a sell's
+    late dust; anything worth a quote unit, or costing quote, is still refused."""
     cfg = grid_profile_config(0, Setup(grid_profiles=1, signal_profiles=0, seed=1))
     book = GridBook.create(
         "grid1", cfg.grid, base_total=cfg.base_total, quote_total=cfg.quote_total
@@ -395,7 +399,15 @@ def test_a_late_fill_of_a_buy_dust_remainder_is_booked() -> None:
     book.apply_fill(fill("T1", first, cost(first)))
     assert book.apply_fill(fill("T2", second, cost(second))).full
     base = book.recalculate_funds()["BTC"].total
+    quote = book.recalculate_funds()["USDT"].total
+    for bogus in (fill("T3", dust, 1, fee=1), fill("T3", 10_000, 0), fill("T3", dust, 0, dust + 1)):
+        with pytest.raises(InvalidFill):  # costs quote, worth a cent, or a fee above the qty
+            book.apply_fill(bogus)
+    assert book.recalculate_funds()["BTC"].total == base
     book.apply_fill(fill("T3", dust, 0, fee=1))  # the exchange's late trade of the dust
+    assert book.recalculate_funds()["BTC"].total == base + dust - 1
+    assert book.recalculate_funds()["USDT"].total == quote
+    assert book.apply_fill(fill("T3", dust, 0, fee=1)).duplicate
     assert book.recalculate_funds()["BTC"].total == base + dust - 1
 
 
