@@ -281,6 +281,8 @@ class Committer:
         committed: called with each checkpoint once its commit returned.
         fatal: called once if the lease was lost (another runtime took over).
         ttl_ms: lease time to live; renewed every third of it.
+        on_commit: called after each fenced commit call that returned, with its duration in
+            seconds and how many checkpoints it made durable (e.g. a metrics histogram).
     """
 
     def __init__(
@@ -292,8 +294,10 @@ class Committer:
         fatal: Callable[[Exception], None],
         ttl_ms: int = 10_000,
         max_batch: int = 256,
+        on_commit: Callable[[float, int], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_commit = on_commit
         self._holder = holder
         self._committed = committed
         self._fatal = fatal
@@ -398,8 +402,11 @@ class Committer:
                 {c.profile_id: (c.state, c.offset) for c in checkpoints},
                 [a for c in checkpoints for a in acks[c.profile_id]],
             )
-            self.commit_seconds.append(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self.commit_seconds.append(took)
             self.commits += 1
+            if self._on_commit is not None:
+                self._on_commit(took, len(checkpoints))
             for checkpoint in checkpoints:
                 self._committed(checkpoint)
 

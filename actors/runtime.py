@@ -86,6 +86,8 @@ class Runtime:
         reconcile: in durable mode, reconcile every profile with the exchange on start.
         unsafe_no_dedupe: **drills only** — switch every exactly-once protection off (journal
             dedupe keys, offset checks, the books' trade-id dedupe) to show the drill can fail.
+        on_commit: durable mode — called on the committer's thread after each fenced commit
+            call, with its duration in seconds and the number of checkpoints it made durable.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Runtime:
         reconcile: bool = True,
         lease_ttl_ms: int = 10_000,
         unsafe_no_dedupe: bool = False,
+        on_commit: Callable[[float, int], None] | None = None,
     ) -> None:
         self.profiles = list(profiles)
         self._profile_ids = frozenset(spec.profile_id for spec in self.profiles)
@@ -110,6 +113,7 @@ class Runtime:
         self._reconcile = reconcile
         self._lease_ttl_ms = lease_ttl_ms
         self._unsafe = unsafe_no_dedupe
+        self._on_commit = on_commit
         self.index = OwnershipIndex()
         self._ingest: JournalIngest | None = None
         self._committer: Committer | None = None
@@ -169,6 +173,7 @@ class Runtime:
             committed=self._committed,
             fatal=self._on_fatal,
             ttl_ms=self._lease_ttl_ms,
+            on_commit=self._on_commit,
         )
         self._committer.acquire(partitions)
         for partition in partitions:
