@@ -328,49 +328,50 @@ class GridBook(GridView):
 
         An order whose remainder is worth nothing in the other asset counts as full while that
         dust may still rest on the exchange until our cancel lands; if the exchange fills it
-        first, the trade is real and is booked here. A sell's dust leaves the account for no
-        quote. A buy whose quote size its trades' rounded-up costs used up still has base open:
-        that trade costs 0 quote and brings its base (less a base fee). Only an order completed
-        as "filled" can get one (a re-sent trade id was caught before), and dust is worth less
-        than one quote unit: cost 0, and no quote fee.
+        first, the trade is real and is booked here. A sell's dust leaves the account; a buy
+        whose quote size its trades' rounded-up costs used up still has base open, which
+        arrives. Only an order completed as "filled" can get one (a re-sent trade id was caught
+        before), and dust is worth less than one quote unit: its cost is within the notional's
+        bounds, which start at 0 (the exchange rounds cumulatively, so a piece worth 0.8 of a
+        cent may cost 1), and its fee within what it brings.
         """
         market = self._config.market
-        if not (
-            self._done[oid] == "filled"
-            and fill.symbol == market.symbol
-            and fill.cost == 0
-            and market.notional(fill.qty, fill.price, Rounding.DOWN) == 0
-        ):
+        if self._done[oid] != "filled" or fill.symbol != market.symbol:
             return False
-        if fill.side is Side.SELL:
-            return fill.fee == 0
-        return fill.fee == 0 or (fill.fee_asset == market.base.symbol and fill.fee <= fill.qty)
+        low, high = market.cost_bounds(fill.qty, fill.price)
+        if low != 0 or fill.cost > high:
+            return False
+        bought, gross = (
+            (market.base, fill.qty) if fill.side is Side.BUY else (market.quote, fill.cost)
+        )
+        return fill.fee == 0 or (fill.fee_asset == bought.symbol and fill.fee <= gross)
 
     def _apply_late_dust(self, fill: Fill) -> GridFillOutcome:
-        if fill.side is Side.BUY:
-            received = fill.qty - fill.fee
-            with self._atomic():
-                self._update_balance(Side.SELL, total=received, free=received, cache=received)
-                self._trade_ids[fill.trade_id] = None
-                return GridFillOutcome(
-                    trade_id=fill.trade_id, order_id=fill.client_order_id, received=received
-                )
-        base = self._config.market.base.symbol
-        funds = self.recalculate_funds()[base]
+        """Book a late dust trade: what it sells must be free and unearmarked (released)."""
+        side = fill.side
+        spent = fill.qty if side is Side.SELL else fill.cost
+        received = (fill.cost if side is Side.SELL else fill.qty) - fill.fee
+        sold = self._config.asset_sold(side).symbol
+        funds = self.recalculate_funds()[sold]
         unowned = funds.free - funds.virtual - funds.in_flight
-        if fill.qty > unowned:
+        if spent > unowned:
             raise InvalidFill(
-                f"fill {fill.trade_id} of {fill.qty} {base} for filled order"
-                f" {fill.client_order_id} exceeds the {unowned} {base} its released dust could be"
+                f"fill {fill.trade_id} spends {spent} {sold} for filled order"
+                f" {fill.client_order_id}: more than the {unowned} {sold} its released dust"
+                " could be"
             )
         with self._atomic():
-            self._update_balance(Side.SELL, total=-fill.qty, free=-fill.qty)
-            balance = self._balances[base]
+            self._update_balance(side, total=-spent, free=-spent)
+            balance = self._balances[sold]
             if balance.cache_funds > balance.free:
-                self._balances[base] = dataclasses.replace(balance, cache_funds=balance.free)
+                self._balances[sold] = dataclasses.replace(balance, cache_funds=balance.free)
+            self._update_balance(side.opposite, total=received, free=received, cache=received)
             self._trade_ids[fill.trade_id] = None
             return GridFillOutcome(
-                trade_id=fill.trade_id, order_id=fill.client_order_id, spent=fill.qty
+                trade_id=fill.trade_id,
+                order_id=fill.client_order_id,
+                spent=spent,
+                received=received,
             )
 
     def settle_fees(self) -> FeeSettlement:

@@ -357,12 +357,59 @@ def test_a_late_fill_of_a_dust_remainder_is_booked() -> None:
     assert book.recalculate_funds()["BTC"].total == base - dust
 
 
+@pytest.mark.parametrize(("cost", "fee"), [(0, 0), (1, 0), (1, 1)])
+def test_a_late_sell_dust_fill_may_cost_the_cent_cumulative_rounding_gives_it(
+    cost: int, fee: int
+) -> None:
+    """Found by the drill after the fix above (grid5, T016364: sell 28 @ 28995.17, cost 1,
+    fee 1 USDT): the exchange rounds a sell's cost cumulatively, so the dust's piece worth 0.8
+    of a cent brought 1 cent (less a 1 cent fee). Refused then, as a cost-0 trade was
+    expected; booked now, base out and net quote in."""
+    cfg = grid_profile_config(0, Setup(grid_profiles=1, signal_profiles=0, seed=1))
+    book = GridBook.create(
+        "grid1", cfg.grid, base_total=cfg.base_total, quote_total=cfg.quote_total
+    )
+    for request in apply_plan(book, plan_rebalance(book)):
+        assert isinstance(request, Placement)
+        book.confirm_placement(request.client_order_id, f"X-{request.client_order_id}")
+    sell = min((o for o in book.orders.values() if o.side is Side.SELL), key=lambda o: o.price)
+
+    def fill(trade_id: str, qty: int, cost: int, fee: int = 0) -> Fill:
+        return Fill(
+            message_id=f"fill-{trade_id}",
+            ts_ns=1,
+            trade_id=trade_id,
+            order_id=f"X-{sell.order_id}",
+            client_order_id=sell.order_id,
+            symbol=MARKET.symbol,
+            side=Side.SELL,
+            qty=qty,
+            price=sell.price,
+            cost=cost,
+            fee=fee,
+            fee_asset="USDT",
+            liquidity=Liquidity.MAKER,
+        )
+
+    dust = 28
+    assert MARKET.cost_bounds(dust, sell.price) == (0, 1)
+    rest = sell.qty - dust
+    assert book.apply_fill(fill("T1", rest, MARKET.notional(rest, sell.price, Rounding.DOWN))).full
+    before = book.recalculate_funds()
+    with pytest.raises(InvalidFill):  # more than the dust's notional allows
+        book.apply_fill(fill("T2", dust, 2, 1))
+    book.apply_fill(fill("T2", dust, cost, fee))
+    after = book.recalculate_funds()
+    assert after["BTC"].total == before["BTC"].total - dust
+    assert after["USDT"].total == before["USDT"].total + cost - fee
+
+
 def test_a_late_fill_of_a_buy_dust_remainder_is_booked() -> None:
     """Found by the drill (grid20, T016310, buy 26 @ 28567.33, cost 0, fee 1 BTC): a buy whose
     quote size is used up by its trades' rounded-up costs counts as filled while base is still
     open on the exchange; the exchange's late trade of that dust was refused ("which is filled;
     it holds no slot"), so the books missed base the account had. Fixed: booked like a sell's
-    late dust; anything worth a quote unit, or costing quote, is still refused."""
+    late dust; anything worth a quote unit, or costing more than its notional, is refused."""
     cfg = grid_profile_config(0, Setup(grid_profiles=1, signal_profiles=0, seed=1))
     book = GridBook.create(
         "grid1", cfg.grid, base_total=cfg.base_total, quote_total=cfg.quote_total
@@ -400,8 +447,8 @@ def test_a_late_fill_of_a_buy_dust_remainder_is_booked() -> None:
     assert book.apply_fill(fill("T2", second, cost(second))).full
     base = book.recalculate_funds()["BTC"].total
     quote = book.recalculate_funds()["USDT"].total
-    for bogus in (fill("T3", dust, 1, fee=1), fill("T3", 10_000, 0), fill("T3", dust, 0, dust + 1)):
-        with pytest.raises(InvalidFill):  # costs quote, worth a cent, or a fee above the qty
+    for bogus in (fill("T3", dust, 2, fee=1), fill("T3", 10_000, 0), fill("T3", dust, 0, dust + 1)):
+        with pytest.raises(InvalidFill):  # costs 2 cents, worth a cent, or a fee above the qty
             book.apply_fill(bogus)
     assert book.recalculate_funds()["BTC"].total == base
     book.apply_fill(fill("T3", dust, 0, fee=1))  # the exchange's late trade of the dust
