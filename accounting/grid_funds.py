@@ -20,7 +20,7 @@ from accounting.grid import (
     role_of,
     side_indices,
 )
-from accounting.grid_fills import check_fill, fill_effect
+from accounting.grid_fills import FillEffect, check_fill, fill_effect
 from accounting.grid_records import (
     Balance,
     CancelOutcome,
@@ -41,7 +41,6 @@ from messages import (
     InvalidConfig,
     InvalidFill,
     InvalidMessage,
-    Rounding,
     Side,
     StateError,
     UnknownOrder,
@@ -182,7 +181,7 @@ class GridBook(GridView):
         if order is None and order_id in self._done:
             return False
         order = self._order(order_id)
-        if order.status is OrderStatus.CANCELING:
+        if order.status in (OrderStatus.CANCELING, OrderStatus.DUST):
             return False
         if order.status is OrderStatus.IN_FLIGHT:
             raise StateError(f"order {order_id} is in flight; cancel it once it is confirmed")
@@ -206,7 +205,7 @@ class GridBook(GridView):
         if order is None and order_id in self._done:
             return False
         order = self._order(order_id)
-        if order.status is OrderStatus.CANCELING:
+        if order.status in (OrderStatus.CANCELING, OrderStatus.DUST):
             return False
         if order.status is OrderStatus.IN_FLIGHT:
             raise StateError(f"order {order_id} is in flight; rotate it once it is confirmed")
@@ -239,6 +238,13 @@ class GridBook(GridView):
         if order_id not in self._orders and order_id in self._done:
             return CancelOutcome(order_id=order_id, noop=True)
         order = self._order(order_id)
+        if order.status is OrderStatus.DUST:
+            # Counted as filled already: its worthless remainder is simply freed, no fee.
+            with self._atomic():
+                self._update_balance(order.side, free=order.remaining)
+                del self._orders[order_id]
+                self._done[order_id] = "filled"
+            return CancelOutcome(order_id=order_id, released=order.remaining)
         if order.status is not OrderStatus.CANCELING:
             raise StateError(f"order {order_id} is {order.status}; begin_cancel first")
         with self._atomic():
@@ -288,7 +294,13 @@ class GridBook(GridView):
             if implicit:
                 order = self._confirm(order, fill.order_id)
             effect = fill_effect(order, fill, self._config.market)
-            self._update_balance(order.side, total=-effect.spent, free=effect.released)
+            if order.status is OrderStatus.DUST:
+                return self._fill_dust(order, fill, effect)
+            # Full, but a remainder worth nothing still open on the exchange: it stays committed
+            # (DUST) until the exchange says it is canceled or fills it; released only then.
+            dust = effect.full and effect.order.qty_left > 0
+            released = 0 if dust else effect.released
+            self._update_balance(order.side, total=-effect.spent, free=released)
             self._update_balance(
                 order.side.opposite, total=effect.received, free=effect.received,
                 cache=effect.received,
@@ -296,8 +308,13 @@ class GridBook(GridView):
             self._trade_ids[fill.trade_id] = None
             dropped = None
             if effect.full:
-                del self._orders[oid]
-                self._done[oid] = "filled"
+                if dust:
+                    self._orders[oid] = dataclasses.replace(
+                        effect.order, slot=None, status=OrderStatus.DUST
+                    )
+                else:
+                    del self._orders[oid]
+                    self._done[oid] = "filled"
                 if order.slot is not None:
                     self._slots[order.slot] = self._empty(order.slot)
                 rotation = self._pending.pop(oid, None)
@@ -316,12 +333,37 @@ class GridBook(GridView):
                 order_id=oid,
                 implicit_confirm=implicit,
                 full=effect.full,
-                released=effect.released,
+                dust=dust,
+                released=released,
                 received=effect.received,
                 spent=effect.spent,
                 slot=order.slot,
                 rotation_dropped=dropped,
             )
+
+    def _fill_dust(self, order: GridOrder, fill: Fill, effect: FillEffect) -> GridFillOutcome:
+        """A trade of a DUST remainder (inside ``_atomic``): booked like any trade; the order
+        closes, its leftover released, once the exchange has filled all of it."""
+        oid = order.order_id
+        closed = effect.order.qty_left == 0
+        released = effect.order.remaining if closed else 0
+        self._update_balance(order.side, total=-effect.spent, free=released)
+        self._update_balance(
+            order.side.opposite, total=effect.received, free=effect.received, cache=effect.received
+        )
+        self._trade_ids[fill.trade_id] = None
+        if closed:
+            del self._orders[oid]
+            self._done[oid] = "filled"
+        else:
+            self._orders[oid] = effect.order
+        return GridFillOutcome(
+            trade_id=fill.trade_id,
+            order_id=oid,
+            released=released,
+            received=effect.received,
+            spent=effect.spent,
+        )
 
     def _is_late_dust(self, oid: str, fill: Fill) -> bool:
         """A late trade of a remainder the books already counted as filled.

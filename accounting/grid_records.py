@@ -34,11 +34,17 @@ class SlotState(enum.StrEnum):
 
 
 class OrderStatus(enum.StrEnum):
-    """IN_FLIGHT: placement sent, unconfirmed. OPEN: on the exchange. CANCELING: cancel sent."""
+    """IN_FLIGHT: placement sent, unconfirmed. OPEN: on the exchange. CANCELING: cancel sent.
+
+    DUST: counted as filled (its slot freed, the boundary moved), but a remainder worth less
+    than one unit of the other asset is still open on the exchange; detached like CANCELING,
+    its remainder stays committed until the exchange fills it or confirms it canceled.
+    """
 
     IN_FLIGHT = "in_flight"
     OPEN = "open"
     CANCELING = "canceling"
+    DUST = "dust"
 
 
 def _index(value: object, *, name: str) -> int:
@@ -143,7 +149,7 @@ class GridOrder:
         in_flight = self.status is OrderStatus.IN_FLIGHT
         if in_flight and (self.exchange_id is not None or self.remaining != self.size):
             raise InvalidMessage(f"order {self.order_id} is in flight but has exchange state")
-        if (self.slot is None) != (self.status is OrderStatus.CANCELING):
+        if (self.slot is None) != (self.status in (OrderStatus.CANCELING, OrderStatus.DUST)):
             raise InvalidMessage(f"order {self.order_id} is {self.status} with slot {self.slot}")
 
     @property
@@ -291,6 +297,8 @@ class GridFillOutcome:
         duplicate: the trade id was applied before; nothing changed.
         implicit_confirm: the order was in flight; the fill confirmed it first.
         full: the order is done (filled, or its remainder rounds to zero in the other asset).
+        dust: full, but a worthless remainder is still open on the exchange: the order stays
+            (status DUST, remainder committed) until that remainder is canceled or filled.
         released: leftover of a full order returned to ``free`` (sold asset).
         received: net proceeds credited, in the bought asset.
         spent: units of the sold asset that left the book.
@@ -303,6 +311,7 @@ class GridFillOutcome:
     duplicate: bool = False
     implicit_confirm: bool = False
     full: bool = False
+    dust: bool = False
     released: int = 0
     received: int = 0
     spent: int = 0

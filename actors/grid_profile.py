@@ -63,6 +63,8 @@ logger = logging.getLogger("capflow.grid")
 Request = Placement | CancelRequest
 #: what a reconciled book still has to do once durable: send its retries, or also rebalance
 Resume = Literal["send", "rebalance"]
+#: orders off their slot whose cancel was sent (or is to be): confirmed once their fills are in
+_DETACHED = (OrderStatus.CANCELING, OrderStatus.DUST)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -278,11 +280,12 @@ class GridProfile(HandlerBase):
         if outcome.duplicate:
             return
         requests: list[Request] = self._settle_awaited(outcome.order_id)
-        if outcome.full and outcome.released:
-            # A remainder worth nothing in the other asset counts as full in the books (its
-            # leftover is released), but that dust may still rest on the exchange: take it off
-            # so it cannot fill behind our back. Cancelling a closed order is a no-op.
-            self._cancel_on_exchange(fill.order_id, fill.symbol)
+        dust = self.book.orders.get(outcome.order_id)
+        if outcome.dust and dust is not None and outcome.order_id not in self._awaiting:
+            # A remainder worth nothing in the other asset counts as full in the books, but it
+            # still rests on the exchange: take it off. Its capital stays committed until the
+            # exchange's answer says what it filled (written ahead: retried if unanswered).
+            requests.append(CancelRequest(order_id=dust.order_id, exchange_id=dust.exchange_id))
         self._execute(requests)
         if self._halted is None and should_rebalance(self.book, [outcome]):
             self._cycle()
@@ -338,7 +341,7 @@ class GridProfile(HandlerBase):
                         size=order.size,
                     )
                 )
-            elif order.status is OrderStatus.CANCELING and oid not in self._awaiting:
+            elif order.status in _DETACHED and oid not in self._awaiting:
                 out.append(CancelRequest(order_id=oid, exchange_id=order.exchange_id))
         return out
 
@@ -399,7 +402,7 @@ class GridProfile(HandlerBase):
         if order is not None and order.filled_qty < self._awaiting[order_id]:
             return []  # fills still on their way through the feed
         del self._awaiting[order_id]
-        if order is None or order.status is not OrderStatus.CANCELING:
+        if order is None or order.status not in _DETACHED:
             return []
         outcome = book.confirm_cancel(order_id)
         return [] if outcome.placement is None else [outcome.placement]

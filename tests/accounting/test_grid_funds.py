@@ -283,9 +283,16 @@ def test_buy_remainder_that_buys_nothing_counts_as_full() -> None:
     assert (first.full, book.orders["b3"].remaining) == (False, 493)
     # 4 more at ceil(394.02) = 395: 98 USD left, less than one BTS at 98.503756 -> full
     second = book.apply_fill(make_fill(book.orders["b3"], trade_id="t2", qty=4, cost=395))
-    assert (second.full, second.released) == (True, 98)
+    assert (second.full, second.dust, second.released) == (True, True, 0)
+    assert book.slots[3].order_id is None  # the slot is free: the grid moves on
+    # 1 BTS is still open on the exchange: its 98 USD stay committed until the exchange's
+    # answer to our cancel says it filled nothing more.
+    assert (book.orders["b3"].status, book.orders["b3"].remaining) == (OrderStatus.DUST, 98)
+    usd = row(book, "USD")
+    assert (usd["total"], usd["free"], usd["committed"]) == (15000 - 888, 15000 - 888 - 98, 98)
+    assert book.confirm_cancel("b3").released == 98
     assert "b3" not in book.orders
-    assert book.slots[3].order_id is None
+    assert book.done_orders["b3"] == "filled"
     usd = row(book, "USD")
     assert (usd["total"], usd["free"], usd["committed"]) == (15000 - 888, 15000 - 888, 0)
 
@@ -296,10 +303,34 @@ def test_sell_remainder_worth_nothing_counts_as_full() -> None:
     place(book, 6, 250, "s6")  # 2.50 BTS at 1.015037
     # 2.00 BTS sold for 2.03 -> 2 USD; 0.50 BTS left is worth 0.5075 USD -> 0: full
     outcome = book.apply_fill(make_fill(book.orders["s6"], trade_id="t1", qty=200, cost=2))
-    assert (outcome.full, outcome.released, outcome.received) == (True, 50, 2)
+    assert (outcome.full, outcome.dust, outcome.released, outcome.received) == (True, True, 0, 2)
+    assert book.boundary == 5
+    bts = row(book, "BTS")
+    assert (bts["total"], bts["free"], bts["committed"]) == (1300, 1250, 50)  # 0.50 BTS open
+    assert book.confirm_cancel("s6").released == 50
     bts = row(book, "BTS")
     assert (bts["total"], bts["free"], bts["committed"]) == (1300, 1300, 0)
     assert book.boundary == 5
+
+
+def test_a_dust_remainder_the_exchange_fills_is_booked_and_closes_its_order() -> None:
+    cents = dataclasses.replace(BTS, precision=2)
+    book = make_book(market=dataclasses.replace(MARKET, base=cents))
+    place(book, 6, 250, "s6")
+    assert book.apply_fill(make_fill(book.orders["s6"], trade_id="t1", qty=200, cost=2)).dust
+    boundary = book.boundary
+    # The exchange fills the 0.50 BTS before our cancel lands: it leaves the account, and its
+    # 0.5075 USD (cumulative rounding may give the piece 0 or 1 cent) arrive.
+    late = book.apply_fill(make_fill(book.orders["s6"], trade_id="t2", qty=50, cost=1))
+    assert (late.full, late.dust, late.spent, late.received, late.released) == (
+        False, False, 50, 1, 0,
+    )  # fmt: skip
+    assert "s6" not in book.orders
+    assert book.done_orders["s6"] == "filled"
+    assert book.boundary == boundary  # counted as filled once, at the first trade
+    bts = row(book, "BTS")
+    assert (bts["total"], bts["free"], bts["committed"]) == (1250, 1250, 0)
+    assert book.confirm_cancel("s6").noop  # the cancel's answer comes after: nothing left
 
 
 def test_duplicate_trade_id_is_a_reported_no_op() -> None:

@@ -137,8 +137,12 @@ class GridMachine(RuleBasedStateMachine):
             self.book.reject_placement(oid)
             del self.orders[oid]
 
-    def fill_for(self, data: st.DataObject, *, full: bool) -> tuple[str, Fill] | None:
-        live = self.ids_with(OrderStatus.IN_FLIGHT, OrderStatus.OPEN, OrderStatus.CANCELING)
+    def fill_for(
+        self, data: st.DataObject, *, full: bool, leave: int | None = None
+    ) -> tuple[str, Fill] | None:
+        live = self.ids_with(
+            OrderStatus.IN_FLIGHT, OrderStatus.OPEN, OrderStatus.CANCELING, OrderStatus.DUST
+        )
         if not live:
             return None
         oid = data.draw(st.sampled_from(live), label="order")
@@ -146,7 +150,10 @@ class GridMachine(RuleBasedStateMachine):
         left = order.qty - order.filled
         if not full and left < 2:
             return None
-        qty = left if full else data.draw(st.integers(1, left - 1), label="qty")
+        if leave is not None:
+            qty = left - leave  # e.g. one base unit left: dust where a unit is worth < 1 cent
+        else:
+            qty = left if full else data.draw(st.integers(1, left - 1), label="qty")
         better = Decimal("-0.001") if order.side is Side.BUY else Decimal("0.001")
         price = data.draw(st.sampled_from([order.price, order.price + better]), label="price")
         low, high = self.config.market.cost_bounds(qty, price)
@@ -191,19 +198,39 @@ class GridMachine(RuleBasedStateMachine):
         bought = self.sold(order.side.opposite)
         self.total[bought] += received
         self.free[bought] += received
-        worth = worth_in_other_asset(self.config.market, order.side, order.remaining, order.price)
-        full = order.filled == order.qty or worth == 0
-        assert outcome.full == full
-        if full:
+        if order.status is OrderStatus.DUST:
+            # Counted as filled already: a trade of its remainder closes it once all is filled.
+            assert (outcome.full, outcome.dust) == (False, False)
+            closed = order.filled == order.qty
+        else:
+            worth = worth_in_other_asset(
+                self.config.market, order.side, order.remaining, order.price
+            )
+            full = order.filled == order.qty or worth == 0
+            assert outcome.full == full
+            # A worthless remainder still open on the exchange stays committed (DUST).
+            assert outcome.dust == (full and order.filled < order.qty)
+            if outcome.dust:
+                order.status = OrderStatus.DUST
+            closed = full and not outcome.dust
+        if closed:
             assert outcome.released == order.remaining
             self.free[self.sold(order.side)] += order.remaining
             del self.orders[oid]
+        else:
+            assert outcome.released == 0
         self.fills.append(fill)
         return outcome
 
     @rule(data=st.data())
     def partial_fill(self, data: st.DataObject) -> None:
         picked = self.fill_for(data, full=False)
+        if picked is not None:
+            self.apply_fill_to_both(*picked)
+
+    @rule(data=st.data())
+    def fill_all_but_one_unit(self, data: st.DataObject) -> None:
+        picked = self.fill_for(data, full=False, leave=1)
         if picked is not None:
             self.apply_fill_to_both(*picked)
 
@@ -234,11 +261,21 @@ class GridMachine(RuleBasedStateMachine):
         oid = data.draw(st.sampled_from(self.ids_with(OrderStatus.CANCELING)), label="order")
         self.confirm_cancel_in_both(oid)
 
+    @precondition(lambda self: self.ids_with(OrderStatus.DUST))
+    @rule(data=st.data())
+    def exchange_cancels_dust(self, data: st.DataObject) -> None:
+        oid = data.draw(st.sampled_from(self.ids_with(OrderStatus.DUST)), label="order")
+        self.confirm_cancel_in_both(oid)
+
     def confirm_cancel_in_both(self, oid: str) -> None:
         outcome = self.book.confirm_cancel(oid)
         order = self.orders.pop(oid)
         assert outcome.released == order.remaining
         self.free[self.sold(order.side)] += order.remaining
+        if order.status is OrderStatus.DUST:
+            assert outcome.placement is None  # counted as filled: no fee, no rotation
+            assert self.book.done_orders[oid] == "filled"
+            return
         self.owed[self.config.fee_asset.symbol] += self.config.op_fee
         if outcome.placement is not None:
             self.add_placement(outcome.placement)
@@ -275,7 +312,7 @@ class GridMachine(RuleBasedStateMachine):
         for oid in self.ids_with(OrderStatus.IN_FLIGHT):
             assert self.book.confirm_placement(oid, "x" + oid) is True
             self.confirm_in_model(oid)
-        for oid in self.ids_with(OrderStatus.CANCELING):
+        for oid in self.ids_with(OrderStatus.CANCELING, OrderStatus.DUST):
             self.confirm_cancel_in_both(oid)
 
     @rule(data=st.data())

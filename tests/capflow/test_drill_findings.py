@@ -520,3 +520,52 @@ def test_a_commit_confirmed_while_the_runtime_starts_is_not_lost(
         tick = PriceTick(message_id="tick-1", ts_ns=2, symbol=MARKET.symbol, price=Decimal(30000))
         b.submit(tick)
         b.stop()
+
+
+def test_a_late_dust_fill_after_a_rebalance_is_booked_without_overcommitting() -> None:
+    """Found by the drill after the fixes above (grid15, T013742: sell 5 units @ 28332.96):
+    the released dust had gone back to ``free`` and the next rebalance earmarked it for new
+    orders; the exchange's late trade of the dust was then refused ("more than the 0 BTC its
+    released dust could be") — or, booked, would have left orders on the exchange backed by
+    base the profile no longer had. Fixed: the remainder stays committed (DUST) until the
+    exchange fills it or confirms the cancel."""
+    cfg = grid_profile_config(0, Setup(grid_profiles=1, signal_profiles=0, seed=1))
+    book = GridBook.create(
+        "grid1", cfg.grid, base_total=cfg.base_total, quote_total=cfg.quote_total
+    )
+    for request in apply_plan(book, plan_rebalance(book)):
+        assert isinstance(request, Placement)
+        book.confirm_placement(request.client_order_id, f"X-{request.client_order_id}")
+    sell = min((o for o in book.orders.values() if o.side is Side.SELL), key=lambda o: o.price)
+
+    def fill(trade_id: str, qty: int) -> Fill:
+        return Fill(
+            message_id=f"fill-{trade_id}",
+            ts_ns=1,
+            trade_id=trade_id,
+            order_id=f"X-{sell.order_id}",
+            client_order_id=sell.order_id,
+            symbol=MARKET.symbol,
+            side=Side.SELL,
+            qty=qty,
+            price=sell.price,
+            cost=MARKET.notional(qty, sell.price, Rounding.DOWN),
+            fee=0,
+            fee_asset="USDT",
+            liquidity=Liquidity.MAKER,
+        )
+
+    dust = 5
+    assert book.apply_fill(fill("T1", sell.qty - dust)).dust
+    # The grid moves on at once: a rebalance earmarks every free unit of base it may use.
+    for request in apply_plan(book, plan_rebalance(book)):
+        if isinstance(request, Placement):
+            book.confirm_placement(request.client_order_id, f"X-{request.client_order_id}")
+    before = book.recalculate_funds()["BTC"]
+    assert before.committed >= dust  # the dust is still ours to deliver
+    book.apply_fill(fill("T2", dust))  # the exchange filled it before our cancel landed
+    after = book.recalculate_funds()["BTC"]
+    assert after.total == before.total - dust
+    assert after.committed == before.committed - dust
+    assert sell.order_id not in book.orders
+    book.check_invariants()
