@@ -43,6 +43,7 @@ CONTEXT_FIELDS = (
     "attempts",
     "needed",
     "available",
+    "port",
 )
 #: Marks the handler :func:`configure_logging` installs, so a second call replaces it.
 _HANDLER_NAME = "capflow-structured"
@@ -108,7 +109,8 @@ class EventLogger:
 
     Levels: a refused reservation or order is business as usual (INFO); a refused fill means
     the exchange and the books disagree (WARNING); a dead letter or a broken invariant halts a
-    profile (ERROR). Other events are not logged.
+    profile (ERROR). Every other event (a fill booked, an order accepted, ...) gets a DEBUG
+    line, so that at level DEBUG the log holds one line per event.
     """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
@@ -148,3 +150,8 @@ class EventLogger:
                 )
             case InvariantViolated():
                 self._logger.error("invariant violated: %s", event.detail, extra=extra)
+            case _ if self._logger.isEnabledFor(logging.DEBUG):
+                # The check first: at INFO this costs one comparison per event.
+                for key in ("trade_id", "client_order_id", "signal_id"):
+                    extra[key] = getattr(event, key, None)
+                self._logger.debug("%s", name, extra=extra)

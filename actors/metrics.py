@@ -11,7 +11,9 @@
 
 Counters come from events as they are published (on the publisher's thread: a lock-protected
 increment each), gauges from a periodic ``Runtime.inspect()``, and the commit-latency
-histogram from whoever times commits (:meth:`Metrics.observe_commit`). Needs the ``metrics``
+histogram from whoever times commits (:meth:`Metrics.observe_commit`: durable mode's
+``Runtime(..., on_commit=metrics.observe_commit)``, or :meth:`Metrics.timed` around an
+in-memory checkpoint store). Needs the ``metrics``
 extra (``prometheus-client``).
 """
 
@@ -147,6 +149,8 @@ class Metrics:
         capflow_journal_lag                           gauge    (messages not yet committed)
         capflow_store_available                       gauge    (1 or 0)
         capflow_profiles{status}                      gauge
+        capflow_checkpoints_committed_total           counter  (profile snapshots made
+                                                               durable)
         capflow_commit_latency_seconds                histogram
     """
 
@@ -230,6 +234,12 @@ class Metrics:
             registry=reg,
             buckets=COMMIT_BUCKETS,
         )
+        self.checkpoints_committed = Counter(
+            "checkpoints_committed",
+            "Profile checkpoints made durable (several per commit in durable mode).",
+            namespace=ns,
+            registry=reg,
+        )
         self.store_available.set(1)
         self._restarts_seen = 0
         self._last_lag = 0
@@ -286,7 +296,11 @@ class Metrics:
         self.journal_lag.set(self._last_lag)
         self.store_available.set(1 if store_available else 0)
         with self._lock:
-            # Incarnations only grow: count the new ones since the last look.
+            # Incarnations only grow within one runtime: count the new ones since the last
+            # look. Fewer than before: the runtime was replaced (the drill worker restarts its
+            # runtime in-process), whose restarts so far are all new.
+            if restarts < self._restarts_seen:
+                self._restarts_seen = 0
             if restarts > self._restarts_seen:
                 self.actor_restarts.inc(restarts - self._restarts_seen)
                 self._restarts_seen = restarts
@@ -312,9 +326,15 @@ class Metrics:
             return
         self.observe_inspect(info, journal_lag=lag, store_available=available)
 
-    def observe_commit(self, seconds: float) -> None:
-        """One commit (checkpoint save) took ``seconds``."""
+    def observe_commit(self, seconds: float, checkpoints: int = 1) -> None:
+        """One commit took ``seconds`` and made ``checkpoints`` profile snapshots durable.
+
+        Fits ``Runtime(..., on_commit=metrics.observe_commit)`` (durable mode: one fenced
+        commit call per partition and batch, on the committer's thread) as well as a plain
+        ``on_save(seconds)`` hook (one checkpoint per save).
+        """
         self.commit_latency.observe(seconds)
+        self.checkpoints_committed.inc(checkpoints)
 
     def timed(self, store: SnapshotStore) -> SnapshotStore:
         """``store`` with every ``save`` timed into ``commit_latency_seconds``.
@@ -323,14 +343,23 @@ class Metrics:
         """
         return _TimedStore(store, self.observe_commit)
 
-    def watch(self, runtime: Observable, *, interval: float = 1.0) -> Poller:
+    def watch(
+        self, runtime: Observable | Callable[[], Observable], *, interval: float = 1.0
+    ) -> Poller:
         """Look at ``runtime`` (:meth:`observe_runtime`) every ``interval`` seconds.
+
+        ``runtime`` may be a function returning the current runtime, for a process that
+        replaces its runtime (a look that raises is skipped, e.g. while there is none).
 
         ``Runtime.inspect`` is an ``ask`` of the supervisor that copies one row per profile
         (milliseconds for 10,000 profiles, queued behind the supervisor's mailbox): keep the
         interval near a second.
         """
-        return Poller(lambda: self.observe_runtime(runtime), interval)
+        if callable(runtime):
+            current = runtime
+            return Poller(lambda: self.observe_runtime(current()), interval)
+        fixed = runtime
+        return Poller(lambda: self.observe_runtime(fixed), interval)
 
     def serve(self, port: int, *, addr: str = "127.0.0.1") -> MetricsServer:
         """Serve ``/metrics`` over HTTP on ``addr:port`` (port 0: any free port).

@@ -43,6 +43,7 @@ from capflow.drill_report import EXIT_OK, build_report, summary_line
 from capflow.drill_run import Drill, DrillAborted, Options, Tally
 from capflow.drill_world import DrillConfig
 from capflow.report import write_report
+from capflow.run_observe import add_observability_arguments, observability_args
 
 EXIT_USAGE = 2
 
@@ -139,6 +140,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "removed unless the drill fails)",
     )
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    add_observability_arguments(
+        p,
+        what="each worker incarnation (the same port every time)",
+        logs_to="each worker's stderr (its log in the drill directory)",
+    )
 
 
 def add_parser(sub: Any) -> None:
@@ -176,6 +182,7 @@ def options_from(args: argparse.Namespace, workdir: Path) -> Options:
         redis_restarts=args.redis_restarts,
         unsafe_no_dedupe=args.unsafe_no_dedupe,
         workdir=workdir,
+        observability=tuple(observability_args(args)),
     )
 
 
@@ -229,7 +236,8 @@ def main(args: argparse.Namespace) -> int:
             f"{tally.checks[-1].fills_on_exchange if tally.checks else 0}"
         )
         progress.update(task, completed=min(load, options.duration), status=status)
-        if line and not args.no_progress:
+        # A worker's metrics URL is shown even without progress: port 0 differs every time.
+        if line and (not args.no_progress or " metrics: " in line):
             progress.console.log(line)
 
     drill = Drill(options, on_progress)

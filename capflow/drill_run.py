@@ -50,6 +50,9 @@ class Options:
     redis_restarts: int = 1
     unsafe_no_dedupe: bool = False
     workdir: Path = Path()
+    #: The worker's observability flags (``--metrics-port``, ``--log-json``, ``--log-level``),
+    #: passed to every incarnation: each serves its runtime's metrics on the same port.
+    observability: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,6 +214,7 @@ class Drill:
         ]
         if self.options.unsafe_no_dedupe:
             args.append("--unsafe-no-dedupe")
+        args += self.options.observability
         self._worker = WorkerProcess(args, self.options.workdir / f"worker-{n:04d}.log")
         return self._worker
 
@@ -244,6 +248,9 @@ class Drill:
                     raise DrillAborted(f"{failures} workers in a row failed to start") from exc
                 continue
             self.tally.bootstrap_s.append(float(ready["startup_s"]))
+            if ready.get("metrics"):
+                line = f"worker {self.tally.incarnations} metrics: {ready['metrics']}"
+                self._progress(self.load_elapsed(), self.tally, line)
             return time.monotonic() - worker.spawned
 
     def _failed(self, worker: WorkerProcess, exc: Exception) -> None:

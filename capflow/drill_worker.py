@@ -1,15 +1,18 @@
 """The crash drill's worker: one incarnation of the durable runtime, in its own process.
 
     python -m capflow.drill_worker --store URL --exchange HOST:PORT --authkey HEX \\
-        --workdir DIR --incarnation N --profiles P --grids G --seed S [--unsafe-no-dedupe]
+        --workdir DIR --incarnation N --profiles P --grids G --seed S [--unsafe-no-dedupe] \\
+        [--metrics-port PORT] [--log-json] [--log-level LEVEL]
 
 It builds the drill's profiles (:class:`capflow.drill_world.DrillWorld`, the same in every
 incarnation), starts ``Runtime(..., journal=RedisStore(url), holder="drill")`` (which recovers
 from the snapshots, the journal's pending entries and the exchange) and, once every profile is
-live, prints ``ready``. Then, until it is told to stop or is killed, it pumps the exchange's feed
-(``drain_fills(consumer="drill")``) into ``Runtime.submit`` — retrying with backoff while the
-store is down, never dropping a batch — fires seeded signals (ids tagged with the incarnation,
-each written to the sent-order log before it is submitted) and a price tick a second.
+live, prints ``ready`` (with the URL of its metrics endpoint, ``--metrics-port``: bound before
+the runtime starts, so that recovery can be watched too). Then, until it is told to stop or is
+killed, it pumps the exchange's feed (``drain_fills(consumer="drill")``) into
+``Runtime.submit`` — retrying with backoff while the store is down, never dropping a batch —
+fires seeded signals (ids tagged with the incarnation, each written to the sent-order log
+before it is submitted) and a price tick a second.
 
 The parent talks to it in JSON lines: commands on stdin, events on stdout (nothing else is
 printed there; logs go to stderr). Commands: ``quiesce`` (stop signals, pump and drain until
@@ -17,7 +20,8 @@ the feed is empty, write the live books to a file, answer ``quiesced``), ``resum
 (crash these profile actors), ``crash-supervisor`` (see :meth:`Worker.crash_supervisor`) and
 ``stop``. End of stdin means the parent is gone: the worker exits.
 
-Exit status: 0 stopped, 3 the runtime lost its lease, 4 bootstrap did not finish, 5 a bug.
+Exit status: 0 stopped, 2 the metrics port cannot be bound, 3 the runtime lost its lease, 4
+bootstrap did not finish, 5 a bug.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from capflow.drill_world import (
     SentLog,
     plain,
 )
+from capflow.run_observe import Observer, add_observability_arguments
 from capflow.run_setup import MARKET
 from capflow.run_signals import SignalGenerator
 from exchange import RemoteExchange, trade_to_fill
@@ -67,6 +72,7 @@ from messages import (
 from persistence import RedisStore
 
 EXIT_OK = 0
+EXIT_METRICS = 2
 EXIT_FENCED = 3
 EXIT_BOOTSTRAP = 4
 EXIT_BUG = 5
@@ -145,7 +151,10 @@ class Worker:
             id_tag=f"i{self.incarnation}n",
         )
         self.events.subscribe(self.signals.on_event)
-        self.events.subscribe(_log_trouble)
+        self.observer = Observer.from_args(args)
+        self.observer.listen(self.events)
+        if not args.log_json:  # JSON logs have an EventLogger writing these, structured
+            self.events.subscribe(_log_trouble)
         self.sent = SentLog(self.workdir, self.incarnation)
         self.specs = self.world.specs(self.exchange, self.events)
         self.out = Out()
@@ -163,6 +172,20 @@ class Worker:
 
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
+        """Serve metrics (with ``--metrics-port``) while :meth:`serve` runs."""
+        with contextlib.ExitStack() as stack:
+            try:
+                url = stack.enter_context(self.observer.serving(lambda: self.runtime))
+            except OSError as exc:
+                # Asked for a port and cannot have it: say so loudly (the drill records a
+                # worker failure) rather than run unobserved.
+                logger.error("metrics port %s cannot be bound: %s", self.observer.port, exc)
+                self.out.emit("error", incarnation=self.incarnation, error=f"metrics: {exc}")
+                return EXIT_METRICS
+            return self.serve(url)
+
+    def serve(self, metrics: str | None) -> int:
+        """Start the runtime, report ``ready``, then obey the parent until told to stop."""
         threading.Thread(target=read_commands, args=(self.commands,), daemon=True).start()
         started = time.monotonic()
         self.out.emit("starting", incarnation=self.incarnation)
@@ -173,7 +196,10 @@ class Worker:
             return EXIT_BOOTSTRAP
         self.adopt_positions()
         self.out.emit(
-            "ready", incarnation=self.incarnation, startup_s=round(time.monotonic() - started, 3)
+            "ready",
+            incarnation=self.incarnation,
+            startup_s=round(time.monotonic() - started, 3),
+            metrics=metrics,
         )
         try:
             return self.loop()
@@ -194,6 +220,7 @@ class Worker:
                 journal=store,
                 holder=HOLDER,
                 unsafe_no_dedupe=self.unsafe,
+                on_commit=self.observer.on_commit,
             )
             try:
                 runtime.start()
@@ -417,16 +444,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--price-rate", type=int, default=20)
     p.add_argument("--signal-rate", type=float, default=0.02)
     p.add_argument("--unsafe-no-dedupe", action="store_true")
+    add_observability_arguments(p, what="this worker")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if not args.log_json and args.log_level is None:  # else the Observer configures logging
+        logging.basicConfig(
+            level=logging.WARNING,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     worker = Worker(args)
     try:
         return worker.run()

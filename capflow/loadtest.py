@@ -26,6 +26,7 @@ from capflow.loadtest_report import REPORT_KEYS, plot_loadtest, summary_table
 from capflow.loadtest_run import Options, UsageError, run_loadtest
 from capflow.plot import plot_available
 from capflow.report import write_report
+from capflow.run_observe import add_observability_arguments
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -38,16 +39,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in [0, 65535], got {value}")
     return value
 
 
@@ -180,12 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " docs/performance.md: with many actor threads, a longer interval avoids a storm of"
         " GIL wake-ups",
     )
-    parser.add_argument(
-        "--metrics-port",
-        type=_port,
-        metavar="PORT",
-        help="serve Prometheus metrics on 127.0.0.1:PORT while the test runs (0: any port)",
-    )
+    add_observability_arguments(parser, what="the load test's runtime", logs=False)
     parser.add_argument(
         "--cprofile",
         type=Path,

@@ -26,11 +26,13 @@ from accounting import GridBook, PositionLedger
 from capflow.driver import Driver, FillCounter, PricePath, Sample
 from capflow.plot import plot_available, plot_funds
 from capflow.report import books_table, progress_view, summary_table, write_report
+from capflow.run_observe import Observer, add_observability_arguments
 from capflow.run_setup import DEFAULT_START, Setup, World, build_world, price_tick
 from capflow.run_signals import SignalGenerator
 from capflow.run_verify import Profiles, Verification, verify
 from exchange import load_csv
 from messages import FundInvariantViolation, InputError
+from persistence import MemoryStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: Mismatch lines printed per profile (the report has them all).
@@ -146,6 +148,7 @@ def add_parser(sub: Any) -> None:
         metavar="R",
         help="chance that the fill feed delivers a trade twice (default %(default)s)",
     )
+    add_observability_arguments(parser)
     parser.set_defaults(func=main)
 
 
@@ -169,7 +172,10 @@ def main(args: argparse.Namespace) -> int:
             start_price=replay[0] if replay else DEFAULT_START,
             duplicate_rate=args.duplicate_rate,
         )
-        world = build_world(setup)
+        observer = Observer.from_args(args)
+        timed = {} if observer.metrics is None else {"store": observer.store(MemoryStore())}
+        world = build_world(setup, **timed)
+        observer.listen(world.events)
     except (InputError, OSError) as exc:
         errors.print(f"capflow run: error: {exc}", markup=False, highlight=False)
         return EXIT_USAGE
@@ -177,8 +183,33 @@ def main(args: argparse.Namespace) -> int:
         errors.print("capflow run: error: --plot needs matplotlib (pip install 'capflow[plot]')")
         return EXIT_USAGE
     live = not args.no_progress and console.is_terminal
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(observer.serving(lambda: world.runtime))
+        except OSError as exc:
+            errors.print(f"capflow run: error: --metrics-port: {exc}", markup=False)
+            return EXIT_USAGE
+        if url is not None:
+            console.print(f"metrics: {url}", markup=False, highlight=False)
+        outcome = _execute(args, world, replay, live=live, console=console, errors=errors)
+    if outcome is None:
+        return EXIT_FAILED
+    report, samples = outcome
+    return _conclude(args, world, setup, report, samples, console=console, errors=errors)
+
+
+def _execute(
+    args: argparse.Namespace,
+    world: World,
+    replay: list[Decimal] | None,
+    *,
+    live: bool,
+    console: Console,
+    errors: Console,
+) -> tuple[dict[str, Any], list[Sample]] | None:
+    """:func:`execute` with the flags; None (and a line on ``errors``) if it timed out."""
     try:
-        report, samples = execute(
+        return execute(
             world,
             replay=replay,
             duration=args.duration,
@@ -189,7 +220,20 @@ def main(args: argparse.Namespace) -> int:
         )
     except TimeoutError as exc:  # the runtime did not settle: nothing can be verified
         errors.print(f"capflow run: FAILED: {exc}", markup=False, highlight=False)
-        return EXIT_FAILED
+        return None
+
+
+def _conclude(
+    args: argparse.Namespace,
+    world: World,
+    setup: Setup,
+    report: dict[str, Any],
+    samples: list[Sample],
+    *,
+    console: Console,
+    errors: Console,
+) -> int:
+    """Print the books and the verdict, write the report and the plot; the exit status."""
     report["price_source"] = str(args.prices) if args.prices is not None else "random_walk"
     console.print(books_table(world.market, report["books"], "capflow run: final books"))
     console.print(summary_table(report))

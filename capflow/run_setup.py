@@ -24,6 +24,7 @@ from actors.runtime import Runtime
 from actors.supervisor import ProfileSpec
 from exchange import SimulatedExchange
 from messages import Asset, Market
+from persistence import SnapshotStore
 
 BASE = Asset(symbol="BTC", precision=8)
 QUOTE = Asset(symbol="USDT", precision=2)
@@ -135,8 +136,12 @@ def grid_profile_config(index: int, setup: Setup) -> GridProfileConfig:
     return GridProfileConfig(grid=grid, base_total=base, quote_total=setup.grid_quote)
 
 
-def build_world(setup: Setup) -> World:
+def build_world(setup: Setup, *, store: SnapshotStore | None = None) -> World:
     """The exchange, the event sink and a runtime (not started) with every profile on it.
+
+    Args:
+        setup: the knobs.
+        store: the runtime's checkpoint store (default: the runtime's, in memory).
 
     Raises:
         InvalidConfig: the setup gives an impossible grid (e.g. a start price too small for
@@ -194,7 +199,7 @@ def build_world(setup: Setup) -> World:
         )
         for pid, position in positions.items()
     ]
-    runtime = Runtime(specs, events=events, balances={ACCOUNT: dict(balances)})
+    runtime = Runtime(specs, events=events, store=store, balances={ACCOUNT: dict(balances)})
     return World(
         setup=setup,
         market=MARKET,
