@@ -7,12 +7,11 @@ changes. Nothing here mutates anything.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from accounting.grid import worth_in_other_asset
 from accounting.grid_records import GridOrder
-from messages import Fill, InvalidFill, Market, OverFill, Side
+from messages import Fill, InvalidFill, Market, OverFill, Side, trusted_replace
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +54,7 @@ def check_fill(order: GridOrder, fill: Fill, market: Market) -> None:
         raise InvalidFill(f"fill {tid} price {fill.price} is above the buy limit {order.price}")
     if order.side is Side.SELL and fill.price < order.price:
         raise InvalidFill(f"fill {tid} price {fill.price} is below the sell limit {order.price}")
-    low, high = market.cost_bounds(fill.qty, fill.price)
+    low, high = market.valid_cost_bounds(fill.qty, fill.price)  # a Fill is valid
     if not low <= fill.cost <= high:
         raise InvalidFill(
             f"fill {tid} cost {fill.cost} is outside [{low}, {high}] for qty {fill.qty}"
@@ -81,7 +80,8 @@ def fill_effect(order: GridOrder, fill: Fill, market: Market) -> FillEffect:
         spent, received = fill.cost, fill.qty - fill.fee
     else:
         spent, received = fill.qty, fill.cost - fill.fee
-    after = dataclasses.replace(
+    # check_fill keeps both within the order's bounds; the book's invariants check the rest.
+    after = trusted_replace(
         order, remaining=order.remaining - spent, filled_qty=order.filled_qty + fill.qty
     )
     full = (

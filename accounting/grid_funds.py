@@ -46,6 +46,7 @@ from messages import (
     UnknownOrder,
     check_id,
     check_units,
+    trusted_replace,
 )
 
 
@@ -323,7 +324,7 @@ class GridBook(GridView):
             else:
                 self._orders[oid] = effect.order
                 if order.slot is not None:
-                    self._slots[order.slot] = dataclasses.replace(
+                    self._slots[order.slot] = trusted_replace(  # valid values; checked below
                         self._slots[order.slot],
                         state=SlotState.PARTIAL,
                         size=effect.order.remaining,

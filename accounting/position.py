@@ -32,6 +32,7 @@ from accounting.position_records import (
 from accounting.position_state import (
     decode_ledger_state,
 )
+from accounting.sorted_ids import SortedIds
 from messages import (
     DuplicateOrder,
     Fill,
@@ -298,7 +299,7 @@ class PositionLedger(PositionBooks):
         check_book(orders, positions, self._markets)
         self._orders = {o.client_order_id: o for o in orders}
         self._positions = {p.position_id: p for p in positions}
-        self._used_order_ids |= self._orders.keys()
+        self._used_order_ids.update(sorted(self._orders))
         self._reserved_for_orders = sum(o.reserved for o in orders)
         self._reserved_for_positions = sum(p.cost for p in positions)
         if self.available < 0:
@@ -323,7 +324,8 @@ class PositionLedger(PositionBooks):
         except InvalidConfig as exc:
             raise InvalidMessage(f"ledger state has an unusable configuration: {exc}") from exc
         check_book(s.orders, s.positions, ledger._markets)
-        missing = sorted({o.client_order_id for o in s.orders} - s.used_order_ids)
+        used = SortedIds(s.used_order_ids)
+        missing = sorted(o.client_order_id for o in s.orders if o.client_order_id not in used)
         if missing:
             raise InvalidMessage(f"pending orders {missing} are not among used_order_ids")
         ledger._reserved_for_orders = check_units(s.reserved_for_orders, name="reserved_for_orders")
@@ -335,8 +337,8 @@ class PositionLedger(PositionBooks):
         ledger._halt_reason = s.halt_reason
         ledger._orders = {o.client_order_id: o for o in s.orders}
         ledger._positions = {p.position_id: p for p in s.positions}
-        ledger._used_order_ids = s.used_order_ids
-        ledger._applied_trade_ids = s.applied_trade_ids
+        ledger._used_order_ids = used
+        ledger._applied_trade_ids = SortedIds(s.applied_trade_ids)
         try:
             ledger.check_invariants()
         except FundInvariantViolation as exc:

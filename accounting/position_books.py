@@ -12,7 +12,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from accounting.position_checks import invariant_problems
+from accounting.position_checks import books_add_up, invariant_problems
 from accounting.position_records import DEFAULT_MAX_FEE_RATE, PendingOrder, Position
 from accounting.position_state import (
     STATE_VERSION,
@@ -21,6 +21,7 @@ from accounting.position_state import (
     order_to_state,
     position_to_state,
 )
+from accounting.sorted_ids import SortedIds
 from messages import (
     Asset,
     FundInvariantViolation,
@@ -85,8 +86,9 @@ class PositionBooks:
         self._halt_reason: str | None = None
         self._orders: dict[str, PendingOrder] = {}
         self._positions: dict[str, Position] = {}
-        self._used_order_ids: set[str] = set()
-        self._applied_trade_ids: set[str] = set()
+        # Kept sorted as they grow: a checkpoint copies them instead of sorting the history.
+        self._used_order_ids = SortedIds()
+        self._applied_trade_ids = SortedIds()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -185,6 +187,21 @@ class PositionBooks:
         Raises:
             FundInvariantViolation: naming the profile, every problem found and every total.
         """
+        # Runs after every message: the one-pass check first, the full report only on failure.
+        totals = (
+            self._allocated,
+            self._reserved_for_orders,
+            self._reserved_for_positions,
+            self._fees_paid,
+            self.available,
+        )
+        if books_add_up(
+            totals=totals,
+            halted=self._halt_reason is not None,
+            orders=self._orders,
+            positions=self._positions,
+        ):
+            return
         problems = invariant_problems(
             totals=self._totals(),
             halted=self.halted,
@@ -217,8 +234,8 @@ class PositionBooks:
             "halt_reason": self._halt_reason,
             "orders": [order_to_state(self._orders[k]) for k in sorted(self._orders)],
             "positions": [position_to_state(self._positions[k]) for k in sorted(self._positions)],
-            "used_order_ids": sorted(self._used_order_ids),
-            "applied_trade_ids": sorted(self._applied_trade_ids),
+            "used_order_ids": self._used_order_ids.to_list(),
+            "applied_trade_ids": self._applied_trade_ids.to_list(),
         }
 
     def __eq__(self, other: object) -> bool:

@@ -94,6 +94,57 @@ def invariant_problems(
     return problems
 
 
+def books_add_up(
+    *,
+    totals: tuple[int, int, int, int, int],
+    halted: bool,
+    orders: Mapping[str, PendingOrder],
+    positions: Mapping[str, Position],
+) -> bool:
+    """Whether :func:`invariant_problems` would find nothing: one pass, no report built.
+
+    The check that runs after every message, so it allocates nothing while the books add up
+    and leaves the report to :func:`invariant_problems` when they do not. The two must agree
+    (``tests/accounting/test_position_fast_paths.py``).
+
+    Args:
+        totals: ``allocated_capital``, ``reserved_for_orders``, ``reserved_for_positions``,
+            ``fees_paid`` and ``available``, in that order.
+        halted: whether the profile is halted (then ``available`` may be negative).
+        orders: pending orders by client order id.
+        positions: open positions by position id.
+    """
+    allocated, for_orders, for_positions, fees_paid, available = totals
+    if allocated < 0 or for_orders < 0 or for_positions < 0 or fees_paid < 0:
+        return False
+    if available < 0 and not halted:
+        return False
+    reserved = 0
+    exits: dict[str, int] | None = None
+    for order in orders.values():
+        if order.filled_qty >= order.qty or order.reserved < 0:
+            return False
+        reserved += order.reserved
+        if order.side is Side.SELL:
+            exits = {} if exits is None else exits
+            exits[order.position_id] = exits.get(order.position_id, 0) + order.remaining
+    if reserved != for_orders:
+        return False
+    cost = 0
+    for position in positions.values():
+        if position.qty <= 0:
+            return False
+        cost += position.cost
+    if cost != for_positions:
+        return False
+    if exits is not None:
+        for position_id, qty in exits.items():
+            held = positions.get(position_id)
+            if qty > (0 if held is None else held.qty):
+                return False
+    return True
+
+
 def _unique(kind: str, ids: list[str]) -> None:
     repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
     if repeated:

@@ -23,10 +23,21 @@ Exit (SELL) fill::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from accounting.position_records import FillOutcome, PendingOrder, Position
-from messages import Fill, FundInvariantViolation, InvalidFill, Market, OverFill, Side, pro_rata
+from messages import (
+    Fill,
+    FundInvariantViolation,
+    InvalidFill,
+    Market,
+    OverFill,
+    Side,
+    check_units,
+    pro_rata,
+    trusted,
+    trusted_replace,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,7 +85,7 @@ def check_fill(order: PendingOrder, fill: Fill, *, market: Market, quote_symbol:
         raise InvalidFill(
             f"fill {tid} fee {fill.fee} {fill.fee_asset} is not less than its qty {fill.qty}"
         )
-    low, high = market.cost_bounds(fill.qty, fill.price)
+    low, high = market.valid_cost_bounds(fill.qty, fill.price)  # a Fill is valid
     if not low <= fill.cost <= high:
         raise InvalidFill(
             f"fill {tid} cost {fill.cost} is outside [{low}, {high}]"
@@ -131,16 +142,26 @@ def _entry_effect(
     filled = order.filled_qty + fill.qty
     completed = filled == order.qty
     released = order.reserved - take if completed else 0
+    # Records below come from valid records and a valid fill (check_fill): built trusted.
+    # Only the sums can leave the range of an amount; check them as the constructor would.
     if held is None:
-        position = Position(
-            position_id=order.position_id, symbol=order.symbol, qty=received, cost=consumption
+        position = trusted(
+            Position,
+            position_id=order.position_id,
+            symbol=order.symbol,
+            qty=received,
+            cost=check_units(consumption, name="cost"),
         )
     else:
-        position = replace(held, qty=held.qty + received, cost=held.cost + consumption)
+        position = trusted_replace(
+            held,
+            qty=check_units(held.qty + received, name="qty"),
+            cost=check_units(held.cost + consumption, name="cost"),
+        )
     return FillEffect(
         order=None
         if completed
-        else replace(order, filled_qty=filled, reserved=order.reserved - take),
+        else trusted_replace(order, filled_qty=filled, reserved=order.reserved - take),
         position=position,
         orders_delta=-(take + released),
         positions_delta=consumption,
@@ -164,10 +185,10 @@ def _exit_effect(order: PendingOrder, held: Position, fill: Fill) -> FillEffect:
     completed = filled == order.qty
     closed = fill.qty == held.qty
     return FillEffect(
-        order=None if completed else replace(order, filled_qty=filled),
+        order=None if completed else trusted_replace(order, filled_qty=filled),
         position=None
         if closed
-        else replace(held, qty=held.qty - fill.qty, cost=held.cost - released),
+        else trusted_replace(held, qty=held.qty - fill.qty, cost=held.cost - released),
         orders_delta=0,
         positions_delta=-released,
         pnl_delta=realized,

@@ -2,7 +2,9 @@
 
 Quantities are ``int`` minor units of a market's base asset; reservations, costs and PnL are
 ``int`` minor units of the profile's quote asset. Records are immutable values validated on
-construction: the ledger replaces them (``dataclasses.replace``), it never mutates them.
+construction; the ledger replaces them, it never mutates them. A replacement computed from
+valid records and a validated fill is built with ``messages.trusted_replace`` (no second
+validation on every fill); the ledger's invariant check covers it.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ from messages import (
     ReservationRejected,
     Side,
     StateError,
+    check_id,
+    check_ts,
+    trusted,
 )
 
 logger = logging.getLogger("capflow.profile")
@@ -98,14 +101,21 @@ class HandlerBase:
         """Send what :meth:`reconcile` decided; called once its checkpoint is durable."""
 
     def _fill_applied(self, fill: Fill, *, duplicate: bool) -> None:
-        self._publish(
-            FillApplied,
-            profile_id=self.profile_id,
-            trade_id=fill.trade_id,
-            client_order_id=fill.client_order_id,
-            qty=fill.qty,
-            duplicate=duplicate,
-            correlation_id=fill.message_id,
+        # One per fill, so built without validating again what is valid already: the fill's
+        # fields (validated when it was built or decoded) and the books' outcome. What comes
+        # from here (ids, the injected clock) is checked as the constructor checks it.
+        self._outbox.append(
+            trusted(
+                FillApplied,
+                message_id=check_id(self._new_id(), name="message_id"),
+                ts_ns=check_ts(self._clock()),
+                profile_id=check_id(self.profile_id, name="profile_id"),
+                trade_id=fill.trade_id,
+                client_order_id=fill.client_order_id,
+                qty=fill.qty,
+                duplicate=duplicate,
+                correlation_id=fill.message_id,
+            )
         )
 
     def _fill_rejected(self, fill: Fill, exc: CapflowError) -> None:

@@ -3,7 +3,15 @@
 The bottom layer of capflow: it imports nothing else of ours.
 """
 
-from messages.base import Message, Side, check_enum, check_id, check_ts
+from messages.base import (
+    Message,
+    Side,
+    check_enum,
+    check_id,
+    check_ts,
+    trusted,
+    trusted_replace,
+)
 from messages.codec import (
     DECIMAL_EXT,
     MAX_STATE_DEPTH,
@@ -139,4 +147,6 @@ __all__ = [
     "encode_state",
     "fee_for",
     "pro_rata",
+    "trusted",
+    "trusted_replace",
 ]

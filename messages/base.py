@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, TypeVar
 
 from messages.errors import InvalidMessage
 
 MAX_ID_LENGTH = 200
 
 E = TypeVar("E", bound=enum.Enum)
+T = TypeVar("T")
 
 
 class Side(enum.StrEnum):
@@ -47,6 +48,72 @@ def check_enum(value: object, enum_type: type[E], *, name: str) -> E:
     if not isinstance(value, enum_type):
         raise InvalidMessage(f"{name} must be a {enum_type.__name__}, got {value!r}")
     return value
+
+
+#: Per dataclass: its fields in order, each with its default (``MISSING`` if it has none).
+_FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
+def _field_defaults(cls: type) -> tuple[tuple[str, Any], ...]:
+    spec = _FIELDS.get(cls)
+    if spec is None:
+        spec = _FIELDS[cls] = tuple((f.name, f.default) for f in fields(cls))
+    return spec
+
+
+def trusted(cls: type[T], /, **values: Any) -> T:
+    """Build a frozen dataclass from values that are already valid, skipping ``__post_init__``.
+
+    Validate at the boundary, not inside: a record or event that capflow builds from values
+    it validated when they came in (a ``Fill``'s fields, a ledger's own records) need not be
+    checked again, and re-checking them cost more than the bookkeeping itself
+    (``docs/performance.md``, section 3). Never use it for input from outside capflow: that
+    goes through the class's own constructor. Fields not given take their defaults.
+
+    Raises:
+        TypeError: a field without a default is missing, or a name is not a field.
+    """
+    obj = object.__new__(cls)
+    given = 0
+    for name, default in _field_defaults(cls):
+        if name in values:
+            value = values[name]
+            given += 1
+        elif default is MISSING:
+            raise TypeError(f"{cls.__name__} needs {name}")
+        else:
+            value = default
+        object.__setattr__(obj, name, value)
+    if given != len(values):
+        raise TypeError(f"{cls.__name__} has no fields {sorted(set(values) - set(_names(cls)))}")
+    return obj
+
+
+def trusted_replace(obj: T, /, **changes: Any) -> T:
+    """``dataclasses.replace`` without ``__post_init__``, for changes computed from valid values.
+
+    The caller answers for the new values (see :func:`trusted`); the invariant checks of the
+    books that hold the record still run.
+
+    Raises:
+        TypeError: a name is not a field.
+    """
+    cls = type(obj)
+    new = object.__new__(cls)
+    given = 0
+    for name, _ in _field_defaults(cls):
+        if name in changes:
+            object.__setattr__(new, name, changes[name])
+            given += 1
+        else:
+            object.__setattr__(new, name, getattr(obj, name))
+    if given != len(changes):
+        raise TypeError(f"{cls.__name__} has no fields {sorted(set(changes) - set(_names(cls)))}")
+    return new
+
+
+def _names(cls: type) -> list[str]:
+    return [name for name, _ in _field_defaults(cls)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

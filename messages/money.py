@@ -158,6 +158,10 @@ class Market:
         """Quote units worth ``qty`` base units at ``price``, rounded in the given direction."""
         check_units(qty, name="qty")
         check_price(price)
+        whole, rest = self._divmod(qty, price)
+        return whole + 1 if rest and rounding is Rounding.UP else whole
+
+    def _divmod(self, qty: int, price: Decimal) -> tuple[int, int]:
         # Exact integer arithmetic (the hot path of every fill): no Fraction objects.
         numerator, denominator = price.as_integer_ratio()
         numerator *= qty
@@ -166,8 +170,7 @@ class Market:
             numerator *= 10**shift
         else:
             denominator *= 10**-shift
-        whole, rest = divmod(numerator, denominator)
-        return whole + 1 if rest and rounding is Rounding.UP else whole
+        return divmod(numerator, denominator)
 
     def qty_for(self, quote_units: int, price: Decimal) -> int:
         """Largest base quantity (<= MAX_UNITS) whose notional rounded UP fits ``quote_units``."""
@@ -181,10 +184,17 @@ class Market:
 
     def cost_bounds(self, qty: int, price: Decimal) -> tuple[int, int]:
         """The (floor, ceil) notional: an exchange-reported trade cost must lie within."""
-        return (
-            self.notional(qty, price, Rounding.DOWN),
-            self.notional(qty, price, Rounding.UP),
-        )
+        check_units(qty, name="qty")
+        check_price(price)
+        return self.valid_cost_bounds(qty, price)
+
+    def valid_cost_bounds(self, qty: int, price: Decimal) -> tuple[int, int]:
+        """:meth:`cost_bounds` of a ``qty`` and ``price`` validated already (a ``Fill``'s).
+
+        The same result without checking the arguments again: every fill's hot path.
+        """
+        whole, rest = self._divmod(qty, price)  # one exact division for both bounds
+        return whole, whole + 1 if rest else whole
 
 
 def fee_for(amount: int, rate: Decimal, rounding: Rounding) -> int:
