@@ -24,6 +24,7 @@ from messages import (
     Fill,
     InputError,
     InsufficientPosition,
+    InvariantViolated,
     Market,
     OpenPosition,
     OrderAccepted,
@@ -109,7 +110,27 @@ class PositionProfile(HandlerBase):
         trade id); an order the exchange never received has its reservation released, and one
         the exchange has closed or canceled releases what was left of its reservation. An
         unreachable exchange leaves the order as it is, for the next bootstrap.
+
+        Then both reservations are rebuilt from the pending orders and open positions (the
+        seed's recovery) and compared with what the books carried: a difference is reported
+        (an error log and an ``InvariantViolated`` event; the books keep the rebuilt values).
         """
+        self._reconcile_orders()
+        ledger = self.ledger
+        carried = (ledger.reserved_for_orders, ledger.reserved_for_positions)
+        ledger.rebuild(list(ledger.orders.values()), list(ledger.positions.values()))
+        rebuilt = (ledger.reserved_for_orders, ledger.reserved_for_positions)
+        if rebuilt != carried:
+            detail = (
+                f"reservations rebuilt at recovery differ from the books: orders {carried[0]}"
+                f" -> {rebuilt[0]}, positions {carried[1]} -> {rebuilt[1]}"
+            )
+            logger.error(
+                "profile %s: %s", self.profile_id, detail, extra={"profile_id": self.profile_id}
+            )
+            self._publish(InvariantViolated, profile_id=self.profile_id, detail=detail)
+
+    def _reconcile_orders(self) -> None:
         for cid, order in sorted(self.ledger.orders.items()):
             self._register(cid)
             try:
