@@ -144,6 +144,17 @@ class JournalIngest:
         # the last append began.
         self._generation = 0
         self._idle_since: dict[int, int] = {}
+        # Per partition: the entries this object delivered (or found corrupt) and not yet
+        # acked, and how many were acked so far. Claimed entries are delivered only if they
+        # are not ours already: claiming re-claims our own entries still waiting for their
+        # commit, and delivering those again fed itself under load. And the claim (a scan of
+        # the whole pending list) runs only while more entries are pending than we delivered
+        # (another consumer's, or a fenced-out runtime's with our name), or every
+        # ``10 * claim_idle_ms`` whatever the count says.
+        self._delivered: dict[int, set[str]] = collections.defaultdict(set)
+        self._acked: dict[int, int] = collections.defaultdict(int)
+        # Entries acked while a claim is on its way: ours, even though no longer in _delivered.
+        self._acked_in_claim: dict[int, set[str]] = {}
         self.corrupt_entries = 0
 
     def target(self, payload: Any) -> str | None:
@@ -168,10 +179,53 @@ class JournalIngest:
             order.append((partition, len(by_partition[partition])))
             key = dedupe_key(message) if self._dedupe else None
             by_partition[partition].append((key, pack_entry(profile_id, message)))
-        ids = {p: self._store.append(p, items) for p, items in by_partition.items()}
+        ids = self._store.append_many(by_partition)  # one round trip for every partition
         with self._count_lock:
             self._generation += 1  # after the entries exist: a read that starts now sees them
         return [ids[p][i] for p, i in order]
+
+    def acked(self, partition: int, entry_ids: Iterable[str]) -> None:
+        """Entries the committer acked: no longer pending for this runtime (thread-safe)."""
+        with self._count_lock:
+            delivered = self._delivered[partition]
+            before = len(delivered)
+            if partition in self._acked_in_claim:
+                entry_ids = set(entry_ids)
+                self._acked_in_claim[partition].update(entry_ids)
+            delivered.difference_update(entry_ids)
+            self._acked[partition] += before - len(delivered)
+
+    def _foreign_pending(self, partition: int) -> bool:
+        """Whether the partition has pending entries that this object did not deliver.
+
+        Only the calling reader adds to its partition's entries, so the ones acked while the
+        count was on its way are added back; an ack that landed just before the count was
+        taken can hide a foreign entry until the next check.
+        """
+        with self._count_lock:
+            acked = self._acked[partition]
+        pending = self._store.pending_count(partition)
+        with self._count_lock:
+            ours = len(self._delivered[partition]) + self._acked[partition] - acked
+        return pending > ours
+
+    def _claim(self, partition: int) -> list[JournalEntry]:
+        """Claim idle pending entries; those that this object delivered are not returned."""
+        with self._count_lock:
+            # Not idle until delivered: a claimed entry is pending for us at once, and a drain
+            # must not take it for one already delivered.
+            self._idle_since.pop(partition, None)
+            self._acked_in_claim[partition] = set()
+        try:
+            claimed = self._store.claim_stale(partition, self._consumer, self._claim_idle_ms)
+        except BaseException:
+            with self._count_lock:
+                self._acked_in_claim.pop(partition, None)
+            raise
+        with self._count_lock:
+            acked = self._acked_in_claim.pop(partition)
+            delivered = self._delivered[partition]
+            return [e for e in claimed if e.entry_id not in delivered and e.entry_id not in acked]
 
     def caught_up(self) -> bool:
         """Whether every entry appended through this object was read back (for drains)."""
@@ -225,18 +279,28 @@ class JournalIngest:
 
     def _read_loop(self, partition: int) -> None:
         backoff = 0.01
-        last_claim = time.monotonic()
+        last_claim = last_scan = time.monotonic()
         while not self._stop.is_set():
             with self._count_lock:
                 generation = self._generation
             claimed: list[JournalEntry] = []
             try:
-                entries = self._store.read(partition, self._consumer, self._batch, self._block_ms)
-                if time.monotonic() - last_claim > self._claim_idle_ms / 2000:
-                    last_claim = time.monotonic()
-                    claimed = self._store.claim_stale(
-                        partition, self._consumer, self._claim_idle_ms
+                now = time.monotonic()
+                if now - last_claim > self._claim_idle_ms / 2000:
+                    last_claim = now
+                    if now - last_scan > self._claim_idle_ms / 100 or self._foreign_pending(
+                        partition
+                    ):
+                        last_scan = now
+                        claimed = self._claim(partition)
+                if claimed and not self._stop.is_set():
+                    self._deliver(
+                        JournalEntries(
+                            partition=partition, items=self._decode(claimed), claimed=True
+                        )
                     )
+                # After the claim: everything read before it is recorded as ours by then.
+                entries = self._store.read(partition, self._consumer, self._batch, self._block_ms)
             except StoreUnavailable as exc:
                 logger.warning(
                     "journal p%d unavailable, retrying in %.2fs: %s", partition, backoff, exc
@@ -248,10 +312,6 @@ class JournalIngest:
             backoff = 0.01
             if self._stop.is_set():
                 return  # stopping (e.g. fenced out): leave what we read pending for the holder
-            if claimed:
-                self._deliver(
-                    JournalEntries(partition=partition, items=self._decode(claimed), claimed=True)
-                )
             if entries:
                 self._deliver(JournalEntries(partition=partition, items=self._decode(entries)))
             elif not claimed:
@@ -259,6 +319,9 @@ class JournalIngest:
                     self._idle_since[partition] = generation
 
     def _decode(self, entries: list[JournalEntry]) -> tuple[tuple[int, str, str, Message], ...]:
+        if entries:
+            with self._count_lock:
+                self._delivered[entries[0].partition].update(e.entry_id for e in entries)
         out = []
         for entry in entries:
             try:
@@ -358,8 +421,9 @@ class Committer:
             try:
                 # While the store is down, probe it on every pass (the renewal is the probe).
                 if not self.available or time.monotonic() - last_renew > self._ttl_ms / 3000:
-                    for fence in self._fences.values():
-                        self._store.renew_lease(fence)
+                    # One call for every lease (Redis: one round trip): each round trip is
+                    # a wait for the interpreter lock behind every busy profile thread.
+                    self._store.renew_many(list(self._fences.values()))
                     last_renew = self.last_ok = time.monotonic()
                 if pending:
                     # A retry after StoreUnavailable re-sends the same batch: equal offsets and

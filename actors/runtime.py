@@ -195,6 +195,8 @@ class Runtime:
             self.supervisor.tell(entries)
 
     def _committed(self, checkpoint: CheckpointReady) -> None:
+        if self._ingest is not None and self.journal is not None and checkpoint.acks:
+            self._ingest.acked(self.journal.partition_of(checkpoint.profile_id), checkpoint.acks)
         report = Checkpointed(
             profile_id=checkpoint.profile_id,
             incarnation=checkpoint.incarnation,

@@ -277,11 +277,59 @@ def _clip(text: str) -> str:
 # --- snapshot state -------------------------------------------------------------------------
 
 
+_SCALARS: Final = frozenset({str, bool, type(None)})
+
+
+def _state_ok(root: dict[Any, Any]) -> bool:
+    """Whether :func:`_check_state` would accept ``root`` (a dict): the fast path.
+
+    The same checks without building a path for every value (most of a checkpoint's encoding
+    time went there); :func:`_check_state` runs again, to name the problem, only on a refusal.
+    """
+    scalars = _SCALARS
+    stack: list[tuple[Any, int]] = [(root, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        container, depth = pop()
+        if depth >= MAX_STATE_DEPTH:
+            return False
+        if type(container) is dict:
+            for key in container:
+                if type(key) is not str:
+                    return False
+            values = container.values()
+        else:
+            values = container
+        for value in values:
+            kind = type(value)
+            if kind in scalars:
+                continue
+            if kind is int:
+                if not _MIN_INT <= value <= _MAX_INT:
+                    return False
+            elif kind is dict or kind is list:
+                push((value, depth + 1))
+            elif kind is Decimal:
+                if not value.is_finite():
+                    return False
+            else:
+                return False
+    return True
+
+
 def _check_state(root: object, error: type[InputError]) -> None:
     """Raise ``error`` unless ``root`` is a dict of exactly the :data:`StateValue` types.
 
     Iterative, and bounds the depth itself: msgpack packs 1,024 levels that it cannot unpack.
     """
+    if type(root) is dict and _state_ok(root):
+        return
+    _explain_state(root, error)
+    raise AssertionError(f"state refused by the fast check only: {_brief(root)}")
+
+
+def _explain_state(root: object, error: type[InputError]) -> None:
+    """:func:`_check_state` the slow way: raise ``error`` naming the first problem found."""
     if type(root) is not dict:
         raise error(f"state must be a dict, got {type(root).__name__}")
     stack: list[tuple[object, str, int]] = [(root, "$", 0)]

@@ -13,6 +13,7 @@ Key layout and guarantees: ``docs/redis-layout.md``.
 from persistence.checkpoints import FencedCheckpointStore
 from persistence.envelope import SNAPSHOT_SCHEMA, decode_snapshot, encode_snapshot
 from persistence.interfaces import (
+    CommitWrite,
     FencedStore,
     Journal,
     JournalItem,
@@ -40,6 +41,7 @@ __all__ = [
     "SNAPSHOT_SCHEMA",
     "ZERO_OFFSET",
     "Checkpoint",
+    "CommitWrite",
     "Fence",
     "FencedCheckpointStore",
     "FencedStore",

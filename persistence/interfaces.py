@@ -29,6 +29,9 @@ JournalItem: TypeAlias = tuple[str | None, bytes]
 #: What ``commit`` takes per profile: ``(state, offset of the last entry applied to it)``.
 SnapshotWrite: TypeAlias = tuple[dict[str, StateValue], str]
 
+#: One partition's commit for :meth:`FencedStore.commit_many`: ``(fence, snapshots, acks)``.
+CommitWrite: TypeAlias = tuple[Fence, Mapping[str, SnapshotWrite], Sequence[str]]
+
 
 class Journal(Protocol):
     """An append-only, partitioned log of fills, read through one consumer group."""
@@ -45,6 +48,16 @@ class Journal(Protocol):
 
         A key is also a duplicate of an earlier item of the same call. Returns one item per
         entry: the new entry id, or None for a duplicate. Ids increase strictly.
+        """
+
+    def append_many(
+        self, batches: Mapping[int, Sequence[JournalItem]]
+    ) -> dict[int, list[str | None]]:
+        """:meth:`append` for several partitions at once (Redis: one round trip for all).
+
+        Each partition's batch is atomic on its own, as with :meth:`append`; the batches
+        together are not: on an error some partitions may have been appended, which is safe to
+        retry for keyed entries. Returns ``append``'s answer per partition.
         """
 
     def read(
@@ -93,6 +106,16 @@ class FencedStore(Protocol):
             StaleFence: ``fence`` is not the current lease (expired or taken over).
         """
 
+    def renew_many(self, fences: Sequence[Fence]) -> None:
+        """:meth:`renew_lease` (with each fence's own ttl) for several partitions at once.
+
+        Redis: one round trip for all of them, so that a process whose threads queue for the
+        interpreter lock renews every lease in time.
+
+        Raises:
+            StaleFence: one of them is not current (the others may have been renewed).
+        """
+
     def release_lease(self, fence: Fence) -> bool:
         """Drop the lease if ``fence`` still holds it; True if it did."""
 
@@ -113,6 +136,19 @@ class FencedStore(Protocol):
             InvalidMessage: a profile outside ``fence.partition``, an offset or ack that is
                 not a stream id, or state that is not plain snapshot data.
             StoreUnavailable: the outcome is unknown; reload before going on.
+        """
+
+    def commit_many(self, commits: Sequence[CommitWrite]) -> list[int]:
+        """:meth:`commit` for several partitions (Redis: one round trip for all of them).
+
+        Each commit is atomic and checked on its own, exactly as :meth:`commit`; together
+        they are not. Returns each commit's acked count, in order.
+
+        Raises:
+            StaleFence: one of them was refused (the others may have been written).
+            StoreUnavailable: the outcome of each is unknown; a retry of the same commits is
+                safe (equal offsets and acked entries are accepted).
+            InvalidMessage: see :meth:`commit`.
         """
 
     def load(self, profile_id: str) -> Snapshot | None:

@@ -22,7 +22,7 @@ from persistence._checks import (
     prepare_commit,
 )
 from persistence.envelope import decode_snapshot
-from persistence.interfaces import JournalItem, SnapshotWrite
+from persistence.interfaces import CommitWrite, JournalItem, SnapshotWrite
 from persistence.layout import DEFAULT_PARTITIONS, DEFAULT_PREFIX, KeyLayout, check_profile_id
 from persistence.records import Fence, JournalEntry, Snapshot, format_offset, parse_offset
 
@@ -116,6 +116,11 @@ class MemoryJournalStore:
         return self._data.partitions[self._data.layout.check_partition(partition)]
 
     # --- journal --------------------------------------------------------------------------
+
+    def append_many(
+        self, batches: Mapping[int, Sequence[JournalItem]]
+    ) -> dict[int, list[str | None]]:
+        return {partition: self.append(partition, items) for partition, items in batches.items()}
 
     def append(self, partition: int, entries: Sequence[JournalItem]) -> list[str | None]:
         items = check_items(entries)
@@ -260,6 +265,10 @@ class MemoryJournalStore:
             lease = self._check_current(self._part(fence.partition), fence, "renew")
             lease.expires_ms = self._clock() + ttl
 
+    def renew_many(self, fences: Sequence[Fence]) -> None:
+        for fence in fences:
+            self.renew_lease(fence)
+
     def release_lease(self, fence: Fence) -> bool:
         check_fence(self._data.layout, fence)
         with self._data.cond:
@@ -292,6 +301,9 @@ class MemoryJournalStore:
                 if part.pending.pop(parse_offset(ack), None) is not None:
                     acked += 1
             return acked
+
+    def commit_many(self, commits: Sequence[CommitWrite]) -> list[int]:
+        return [self.commit(fence, snapshots, acks) for fence, snapshots, acks in commits]
 
     def load(self, profile_id: str) -> Snapshot | None:
         check_profile_id(profile_id)

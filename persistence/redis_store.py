@@ -17,7 +17,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError
+from redis.commands.core import Script
+from redis.exceptions import NoPermissionError, NoScriptError, OutOfMemoryError, ReadOnlyError
 from redis.retry import Retry
 
 from messages import CorruptSnapshot, InvalidConfig, StoreUnavailable
@@ -33,7 +34,7 @@ from persistence._checks import (
     prepare_commit,
 )
 from persistence.envelope import decode_snapshot
-from persistence.interfaces import JournalItem, SnapshotWrite
+from persistence.interfaces import CommitWrite, JournalItem, SnapshotWrite
 from persistence.layout import (
     DEFAULT_PARTITIONS,
     DEFAULT_PREFIX,
@@ -150,10 +151,17 @@ class RedisStore:
         options |= dict(client_kwargs or {})
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise InvalidConfig(f"redis URL must be redis://, rediss:// or unix://: {self.url}")
+        # A blocking pool: threads beyond the pool's size wait for a connection (up to the
+        # socket timeout) instead of failing with "Too many connections", which a thousand
+        # profiles loading their snapshots at once did (a busy client, not an unavailable store).
+        options.setdefault("max_connections", 64)
+        options.setdefault("timeout", socket_timeout_s)
         try:
-            self._redis = redis.Redis.from_url(url, **options)
+            pool = redis.BlockingConnectionPool.from_url(url, **options)
         except ValueError as exc:
             raise InvalidConfig(f"unusable redis URL {self.url}: {exc}") from exc
+        self._redis = redis.Redis(connection_pool=pool)
+        self._redis.auto_close_connection_pool = True
         self._append = self._redis.register_script(_lua.APPEND)
         self._acquire = self._redis.register_script(_lua.ACQUIRE)
         self._renew = self._redis.register_script(_lua.RENEW)
@@ -280,6 +288,64 @@ class RedisStore:
         ids = self._run("append", lambda: self._append(keys=keys, args=args))
         return [None if i is None else _text(i) for i in cast(list[Any], ids)]
 
+    def append_many(
+        self, batches: Mapping[int, Sequence[JournalItem]]
+    ) -> dict[int, list[str | None]]:
+        # One pipeline of APPEND calls (one per partition): one round trip for every partition
+        # instead of one each. Each call is atomic; together they are not (see the protocol).
+        calls: list[tuple[int, list[str], list[str | bytes]]] = []
+        out: dict[int, list[str | None]] = {}
+        for partition, entries in batches.items():
+            items = check_items(entries)
+            keys = [self._layout.journal(partition), self._layout.seen(partition)]
+            if not items:
+                out[partition] = []
+                continue
+            args: list[str | bytes] = []
+            for key, payload in items:
+                args += ["0", "", payload] if key is None else ["1", key, payload]
+            calls.append((partition, keys, args))
+        if calls:
+            replies = self._run("append", lambda: self._pipelined(self._append, calls))
+            for (partition, _, _), ids in zip(calls, replies, strict=True):
+                if isinstance(ids, Exception):
+                    raise ids
+                out[partition] = [None if i is None else _text(i) for i in cast(list[Any], ids)]
+        return out
+
+    def _pipelined(
+        self, script: Script, calls: Sequence[tuple[int, list[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run ``script`` once per ``(_, keys, args)`` in one pipeline; replies in order.
+
+        A script the server does not know (``NOSCRIPT``: it restarted, or flushed its cache)
+        did not run; it is loaded and those calls alone are sent again. A reply error that
+        means the server will not serve us is raised; any other comes back as a reply.
+        """
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for i in todo:
+                _, keys, args = calls[i]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            answers: list[Any] = pipe.execute(raise_on_error=False)
+            missing = []
+            for i, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(answer, redis.ResponseError) and not _unavailable(answer):
+                    replies[i] = answer
+                elif isinstance(answer, Exception):
+                    raise answer
+                else:
+                    replies[i] = answer
+            if not missing:
+                break
+            self._redis.script_load(script.script)
+            todo = missing
+        return replies
+
     def read(
         self, partition: int, consumer: str, count: int, block_ms: int = 0
     ) -> list[JournalEntry]:
@@ -397,6 +463,22 @@ class RedisStore:
         args: list[str | int] = [_lease_value(fence), ttl]
         self._fenced(fence, "renew", lambda: self._renew(keys=keys, args=args))
 
+    def renew_many(self, fences: Sequence[Fence]) -> None:
+        calls: list[tuple[int, list[str], Sequence[Any]]] = []
+        for fence in fences:
+            check_fence(self._layout, fence)
+            ttl = check_int("ttl_ms", fence.ttl_ms, minimum=1)
+            calls.append(
+                (fence.partition, [self._layout.lease(fence.partition)], [_lease_value(fence), ttl])
+            )
+        replies = self._run("renew", lambda: self._pipelined(self._renew, calls)) if calls else []
+        for fence, reply in zip(fences, replies, strict=True):
+            if isinstance(reply, redis.ResponseError):
+                code, _, detail = str(reply).partition(" ")
+                if code == "CAPFLOW_STALE":
+                    raise fence_not_current(fence, "renew", _parse_lease(detail)) from None
+                raise reply
+
     def release_lease(self, fence: Fence) -> bool:
         check_fence(self._layout, fence)
         keys = [self._layout.lease(fence.partition)]
@@ -428,6 +510,37 @@ class RedisStore:
             snap = prepared[int(index) - 1]
             raise offset_backwards(snap.profile_id, snap.offset, stored) from None
         return int(cast(int, acked))
+
+    def commit_many(self, commits: Sequence[CommitWrite]) -> list[int]:
+        # One pipeline of COMMIT calls: one round trip for every partition instead of one each.
+        calls: list[tuple[int, list[str], Sequence[Any]]] = []
+        prepared_all = []
+        for fence, snapshots, acks in commits:
+            prepared, ack_ids = prepare_commit(self._layout, fence, snapshots, acks)
+            keys = [self._layout.lease(fence.partition), self._layout.journal(fence.partition)]
+            keys += [snap.key for snap in prepared]
+            args: list[str | bytes | int] = [self.group, _lease_value(fence), len(prepared)]
+            for snap in prepared:
+                args += [snap.offset, snap.envelope]
+            args += ack_ids
+            calls.append((fence.partition, keys, args))
+            prepared_all.append(prepared)
+        if not calls:
+            return []
+        replies = self._run("commit", lambda: self._pipelined(self._commit, calls))
+        out = []
+        for (fence, _, _), prepared, reply in zip(commits, prepared_all, replies, strict=True):
+            if isinstance(reply, redis.ResponseError):
+                code, _, detail = str(reply).partition(" ")
+                if code == "CAPFLOW_STALE":
+                    raise fence_not_current(fence, "commit", _parse_lease(detail)) from None
+                if code == "CAPFLOW_BACKWARDS":
+                    index, stored = detail.split(" ", 1)
+                    snap = prepared[int(index) - 1]
+                    raise offset_backwards(snap.profile_id, snap.offset, stored) from None
+                raise reply
+            out.append(int(cast(int, reply)))
+        return out
 
     def load(self, profile_id: str) -> Snapshot | None:
         return self.load_many([profile_id]).get(profile_id)

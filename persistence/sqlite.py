@@ -30,7 +30,7 @@ from persistence._checks import (
     prepare_commit,
 )
 from persistence.envelope import decode_snapshot
-from persistence.interfaces import JournalItem, SnapshotWrite
+from persistence.interfaces import CommitWrite, JournalItem, SnapshotWrite
 from persistence.layout import (
     DEFAULT_PARTITIONS,
     DEFAULT_PREFIX,
@@ -217,6 +217,11 @@ class SqliteStore:
         )
 
     # --- journal --------------------------------------------------------------------------
+
+    def append_many(
+        self, batches: Mapping[int, Sequence[JournalItem]]
+    ) -> dict[int, list[str | None]]:
+        return {partition: self.append(partition, items) for partition, items in batches.items()}
 
     def append(self, partition: int, entries: Sequence[JournalItem]) -> list[str | None]:
         items = check_items(entries)
@@ -405,6 +410,10 @@ class SqliteStore:
                 (self._clock() + ttl, fence.partition),
             )
 
+    def renew_many(self, fences: Sequence[Fence]) -> None:
+        for fence in fences:
+            self.renew_lease(fence)
+
     def release_lease(self, fence: Fence) -> bool:
         check_fence(self._layout, fence)
         with self._tx("release_lease") as db:
@@ -446,6 +455,9 @@ class SqliteStore:
                         (fence.partition, ms, seq),
                     ).rowcount
             return acked
+
+    def commit_many(self, commits: Sequence[CommitWrite]) -> list[int]:
+        return [self.commit(fence, snapshots, acks) for fence, snapshots, acks in commits]
 
     def load(self, profile_id: str) -> Snapshot | None:
         return self.load_many([profile_id]).get(profile_id)
