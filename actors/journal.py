@@ -372,6 +372,10 @@ class Committer:
         self.available = True
         self.last_ok = time.monotonic()  # when the store last answered the committer
         self.commits = 0
+        self.revivals = 0  # leases that lapsed unclaimed and were held again
+        #: the runtime is stopping: a lapsed lease is not revived any more (a commit that landed
+        #: now could no longer publish its events; the next start replays it instead)
+        self.closing = False
         self.commit_seconds: collections.deque[float] = collections.deque(maxlen=100_000)
 
     def acquire(self, partitions: Sequence[int]) -> None:
@@ -415,6 +419,7 @@ class Committer:
         last_renew = time.monotonic()
         backoff = 0.01
         running = True
+        revived = False  # the last StaleFence led to a revival, and nothing succeeded since
         while running or pending:
             if running:
                 running = self._take(pending, acks)
@@ -434,7 +439,28 @@ class Committer:
                     self.last_ok = time.monotonic()
                 self.available = True
                 backoff = 0.01
+                revived = False
             except StaleFence as exc:
+                # A lease that lapsed while we lived (starved of CPU, or the store down for
+                # longer than the TTL) but that nobody acquired since is held again; once only
+                # per failure, so a refusal that is not about the lease still stops us.
+                if not revived and not self.closing:
+                    try:
+                        for fence in self._fences.values():
+                            self._store.revive_lease(fence)
+                    except StaleFence:
+                        pass
+                    except StoreUnavailable as down:
+                        self.available = False
+                        logger.warning("store unavailable, lease revival retried: %s", down)
+                        time.sleep(backoff)
+                        backoff = min(1.0, backoff * 2)
+                        continue
+                    else:
+                        revived = True
+                        self.revivals += 1
+                        logger.warning("lease lapsed and nobody took it: held again (%s)", exc)
+                        continue
                 logger.error("lease lost, stopping commits: %s", exc)
                 self._fatal(exc)
                 return

@@ -225,6 +225,12 @@ class Runtime:
                 supervisor.stop(block=False)
 
     @property
+    def lease_revivals(self) -> int:
+        """How often a lease lapsed (no renewal within its TTL) and, nobody having taken it,
+        was held again with the same fencing token (0 in memory mode)."""
+        return 0 if self._committer is None else self._committer.revivals
+
+    @property
     def store_available(self) -> bool:
         """False while the durable store cannot be reached (new signals are refused)."""
         if self._committer is None:
@@ -252,6 +258,8 @@ class Runtime:
         events published while the supervisor still runs; what does not make it is simply
         replayed by the next start.
         """
+        if self._committer is not None:
+            self._committer.closing = True
         if self._ingest is not None and self._supervisor is not None and self.fatal is None:
             with contextlib.suppress(TimeoutError, StoreUnavailable, pykka.ActorDeadError):
                 self.drain(timeout=10.0)

@@ -72,6 +72,22 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+# KEYS[1] lease, KEYS[2] fence counter. ARGV[1] lease value "<token> <holder>", ARGV[2] token,
+# ARGV[3] ttl ms. A live lease of this value is renewed; a lapsed one is set again only if no
+# ACQUIRE has happened since (the counter is still this token).
+REVIVE: Final = """
+local lease = redis.call('GET', KEYS[1])
+if lease == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+if lease or redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return redis.error_reply('CAPFLOW_STALE ' .. (lease or ''))
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 2
+"""
+
 # KEYS[1] lease. ARGV[1] expected lease value.
 RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

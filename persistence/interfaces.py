@@ -116,6 +116,19 @@ class FencedStore(Protocol):
             StaleFence: one of them is not current (the others may have been renewed).
         """
 
+    def revive_lease(self, fence: Fence) -> None:
+        """Hold the lease again after it lapsed, if nobody has acquired it since.
+
+        A holder that could not renew in time (starved of CPU, or the store was down for
+        longer than the TTL) is still the last writer as long as ``fence.token`` is the
+        partition's latest token: no one else can have committed, so carrying on is as safe as
+        if the lease had never lapsed. A live lease of this fence is simply renewed.
+
+        Raises:
+            StaleFence: another acquisition happened since (or the lease is live for another
+                token): the caller must stop.
+        """
+
     def release_lease(self, fence: Fence) -> bool:
         """Drop the lease if ``fence`` still holds it; True if it did."""
 

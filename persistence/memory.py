@@ -269,6 +269,16 @@ class MemoryJournalStore:
         for fence in fences:
             self.renew_lease(fence)
 
+    def revive_lease(self, fence: Fence) -> None:
+        check_fence(self._data.layout, fence)
+        with self._data.cond:
+            part = self._part(fence.partition)
+            lease = self._live_lease(part)
+            if lease is None and part.token == fence.token:
+                part.lease = _Lease(fence.holder, fence.token, self._clock() + fence.ttl_ms)
+                return
+            self._check_current(part, fence, "revive").expires_ms = self._clock() + fence.ttl_ms
+
     def release_lease(self, fence: Fence) -> bool:
         check_fence(self._data.layout, fence)
         with self._data.cond:

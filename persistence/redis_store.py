@@ -165,6 +165,7 @@ class RedisStore:
         self._append = self._redis.register_script(_lua.APPEND)
         self._acquire = self._redis.register_script(_lua.ACQUIRE)
         self._renew = self._redis.register_script(_lua.RENEW)
+        self._revive = self._redis.register_script(_lua.REVIVE)
         self._release = self._redis.register_script(_lua.RELEASE)
         self._commit = self._redis.register_script(_lua.COMMIT)
         self._prune = self._redis.register_script(_lua.PRUNE_SEEN)
@@ -478,6 +479,12 @@ class RedisStore:
                 if code == "CAPFLOW_STALE":
                     raise fence_not_current(fence, "renew", _parse_lease(detail)) from None
                 raise reply
+
+    def revive_lease(self, fence: Fence) -> None:
+        check_fence(self._layout, fence)
+        keys = [self._layout.lease(fence.partition), self._layout.fence(fence.partition)]
+        args: list[str | int] = [_lease_value(fence), fence.token, fence.ttl_ms]
+        self._fenced(fence, "revive", lambda: self._revive(keys=keys, args=args))
 
     def release_lease(self, fence: Fence) -> bool:
         check_fence(self._layout, fence)

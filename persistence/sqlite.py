@@ -414,6 +414,18 @@ class SqliteStore:
         for fence in fences:
             self.renew_lease(fence)
 
+    def revive_lease(self, fence: Fence) -> None:
+        check_fence(self._layout, fence)
+        with self._tx("revive_lease") as db:
+            row = self._part_row(db, fence.partition)
+            if not (self._live_lease(row) is None and row[4] == fence.token):
+                self._check_current(row, fence, "revive")
+            db.execute(
+                "UPDATE parts SET lease_holder = ?, lease_token = ?, lease_expires_ms = ?"
+                " WHERE part = ?",
+                (fence.holder, fence.token, self._clock() + fence.ttl_ms, fence.partition),
+            )
+
     def release_lease(self, fence: Fence) -> bool:
         check_fence(self._layout, fence)
         with self._tx("release_lease") as db:

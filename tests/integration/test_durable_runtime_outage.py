@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pykka
@@ -44,16 +45,27 @@ def runtimes() -> Iterator[Runtimes]:
     started.stop_all()
 
 
+@pytest.mark.parametrize(
+    ("lease_ttl_ms", "down_s"),
+    [
+        # The lease outlives the outage: renewed every 5 s, it has at least 10 s left when the
+        # server dies.
+        pytest.param(15_000, 0.0, id="shorter-than-the-lease"),
+        # The lease lapses while the server is down; nobody takes it, so the runtime holds it
+        # again (same fencing token) instead of stopping as if it had been taken over.
+        pytest.param(1_000, 2.5, id="longer-than-the-lease"),
+    ],
+)
 def test_while_redis_is_down_signals_are_refused_and_afterwards_the_runtime_resumes_by_itself(
-    fresh_redis: ServerFactory, runtimes: Runtimes
+    fresh_redis: ServerFactory, runtimes: Runtimes, lease_ttl_ms: int, down_s: float
 ) -> None:
     server = fresh_redis()
     store = RedisStore(server.url, partitions=PARTITIONS)
     exchange = new_exchange()
     applied = AppliedFills()
-    # The lease must outlive the outage (else the runtime is fenced out, rightly): renewed
-    # every 5 s, it has at least 10 s left when the server dies.
-    runtime = runtimes.start(durable_runtime(exchange, applied.sink(), store, lease_ttl_ms=15_000))
+    runtime = runtimes.start(
+        durable_runtime(exchange, applied.sink(), store, lease_ttl_ms=lease_ttl_ms)
+    )
     runtime.drain()
     run_script(runtime, exchange, SCRIPT[: FIRST_CLOSE - 1])
     run_phase(SCRIPT[FIRST_CLOSE - 1], runtime, exchange)  # a price step's fills, in flight
@@ -71,11 +83,15 @@ def test_while_redis_is_down_signals_are_refused_and_afterwards_the_runtime_resu
     assert {p["status"] for p in info.values()} == {Status.LIVE.value}
     assert all(o["clientOrderId"] != "cf-s1-c" for o in exchange.fetch_open_orders())
 
-    server.restart()  # the AOF brings everything acknowledged back
+    time.sleep(down_s)  # not a timing assertion: the outage must outlast the lease
+    server.restart()  # the AOF brings everything acknowledged back (an expired lease: gone)
     eventually(lambda: runtime.store_available, what="the runtime to see the store again")
     runtime.drain()  # the fills that were in flight are applied, their commits retried
     run_script(runtime, exchange, first=FIRST_CLOSE)  # the refused signals, submitted again
 
+    assert runtime.fatal is None
+    if down_s * 1000 > lease_ttl_ms:
+        assert runtime.lease_revivals >= 1
     expected = reference()
     assert runtime.books() == expected.books
     assert states(store) == expected.states

@@ -261,6 +261,40 @@ class StoreContract:
             store.renew_lease(fence)
         assert store.load(profiles[0]) is None
 
+    def test_a_lapsed_lease_nobody_took_is_revived_and_commits_again(
+        self, backend, store, profiles
+    ):
+        fence = store.acquire_lease(P, "w", TTL)
+        store.revive_lease(fence)  # live: simply renewed
+        backend.expire_lease(P)
+        with pytest.raises(StaleFence, match=r"\(no lease is live\)$"):
+            store.commit(fence, {profiles[0]: ({}, "1-0")})
+        store.revive_lease(fence)  # no acquisition since: the token is still the latest
+        store.renew_lease(fence)
+        store.commit(fence, {profiles[0]: ({"n": 1}, "1-0")})
+        assert store.load(profiles[0]).state == {"n": 1}
+        # It is held again: another holder cannot take it.
+        with pytest.raises(StaleFence, match=r"is leased to 'w'"):
+            store.acquire_lease(P, "v", TTL)
+
+    def test_a_lapsed_lease_acquired_since_is_not_revived(self, backend, store, profiles):
+        old = store.acquire_lease(P, "w", TTL)
+        backend.expire_lease(P)
+        new = store.acquire_lease(P, "v", TTL)
+        with pytest.raises(StaleFence, match=rf"\(lease is 'v' token {new.token}\)$"):
+            store.revive_lease(old)
+        backend.expire_lease(P)  # the newer holder lapsed too: the old token is still not latest
+        with pytest.raises(StaleFence):
+            store.revive_lease(old)
+        store.revive_lease(new)
+        with pytest.raises(StaleFence):
+            store.commit(old, {profiles[0]: ({}, "1-0")})
+        # The same holder restarted (a new token) fences out its earlier incarnation too.
+        before = store.acquire_lease(P + 1, "w", TTL)
+        store.acquire_lease(P + 1, "w", TTL)
+        with pytest.raises(StaleFence):
+            store.revive_lease(before)
+
     # --- commit and load --------------------------------------------------------------------
 
     def test_latest_commit_wins_and_carries_offset_and_fence(self, backend, store, profiles):
