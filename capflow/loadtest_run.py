@@ -188,6 +188,8 @@ class LoadTest:
             from persistence import RedisStore  # noqa: PLC0415 - only for Redis runs
 
             kwargs = {str(durable_parameter()): RedisStore(url)}
+            if self.metrics is not None:
+                kwargs["on_commit"] = self.metrics.observe_commit  # durable commit latency
         self.runtime = Runtime(self.specs, events=self.events, balances=self.balances, **kwargs)
         self.events.subscribe(self.timings.on_event)
         self.events.subscribe(self.workload.on_event)
@@ -293,6 +295,8 @@ class LoadTest:
         server = self.metrics.serve(self.options.metrics_port or 0)
         if self.console is not None:
             self.console.print(f"metrics: {server.url}")
+        else:
+            print(f"metrics: {server.url}", file=sys.stderr, flush=True)
         try:
             yield
         finally:
