@@ -143,7 +143,14 @@ class CompleteBootstrap:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Refs:
-    """Ask-only: the current actor ref of every profile that has one."""
+    """Ask-only: the current actor ref of every profile that has one (of ``only``, if given)."""
+
+    only: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TakeTouched:
+    """Ask-only: the profiles this supervisor told anything since the last ask (cleared)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +194,8 @@ class Supervisor(pykka.ThreadingActor):
         policy: restart policy.
         balances: per account and asset, what the account holds; the sum of the profiles'
             claims on an account may not exceed it (checked at start).
+        parked_limit: at most this many unowned exchange events are kept waiting for their
+            owner; beyond it the oldest are dropped (counted in ``inspect()``).
     """
 
     use_daemon_thread = True
@@ -207,6 +216,7 @@ class Supervisor(pykka.ThreadingActor):
         policy: RestartPolicy = RestartPolicy(),
         balances: Mapping[str, Mapping[str, int]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        parked_limit: int = 100_000,
     ) -> None:
         super().__init__()
         check_account_caps(profiles, balances)
@@ -230,7 +240,12 @@ class Supervisor(pykka.ThreadingActor):
         self._on_dead_letter = on_dead_letter
         self._policy = policy
         self._clock = clock
-        self.parked: dict[str, list[Any]] = collections.defaultdict(list)
+        # Insertion-ordered: the oldest parked order ids go first when over the limit.
+        self.parked: dict[str, list[Any]] = {}
+        self._parked_limit = parked_limit
+        self._touched: set[str] = set()  # profiles told anything since the last TakeTouched
+        self._parked_count = 0
+        self.parked_dropped = 0
         self.dead_letters: list[DeadLetter] = []
         self._timers: set[threading.Timer] = set()
         for entries in initial:
@@ -294,8 +309,14 @@ class Supervisor(pykka.ThreadingActor):
                 self._complete_bootstrap(pid)
             case Inspect():
                 return self._inspect()
-            case Refs():
-                return {pid: p.ref for pid, p in self._profiles.items() if p.ref is not None}
+            case Refs(only=only):
+                profiles = self._profiles if only is None else only & self._profiles.keys()
+                return {
+                    pid: ref for pid in profiles if (ref := self._profiles[pid].ref) is not None
+                }
+            case TakeTouched():
+                taken, self._touched = self._touched, set()
+                return taken
             case _:
                 return super().on_receive(message)
         return None
@@ -328,7 +349,7 @@ class Supervisor(pykka.ThreadingActor):
         if cid is not None:
             owner = self._index.owner(cid)
             if owner is None:
-                self.parked[cid].append(payload)
+                self._park(cid, payload)
                 self._on_unroutable(payload, f"no profile owns client order id {cid!r}")
                 return []
             return [owner]
@@ -344,12 +365,41 @@ class Supervisor(pykka.ThreadingActor):
         self._on_unroutable(payload, f"cannot route a {type(payload).__name__}")
         return []
 
+    def _park(self, cid: str, payload: Any) -> None:
+        """Keep an unowned exchange event until its owner claims the order, within bounds.
+
+        A flood of events nobody owns (another account's, re-sends of orders closed before a
+        restart) must not grow memory without limit: past ``parked_limit`` the oldest are
+        dropped, counted and logged. Dropping is safe for the books: an order registered
+        after its events arrived is one a restarted profile re-claims while reconciling, and
+        reconciliation fetches its trades from the exchange.
+        """
+        waiting = self.parked.get(cid)
+        if waiting is None:
+            waiting = self.parked[cid] = []
+        waiting.append(payload)
+        self._parked_count += 1
+        while self._parked_count > self._parked_limit:
+            oldest = next(iter(self.parked))
+            dropped = self.parked.pop(oldest)
+            self._parked_count -= len(dropped)
+            self.parked_dropped += len(dropped)
+            if self.parked_dropped == len(dropped) or self.parked_dropped % 1000 < len(dropped):
+                logger.warning(
+                    "parked events over the limit of %d: dropped %d so far (oldest: %s)",
+                    self._parked_limit,
+                    self.parked_dropped,
+                    oldest,
+                )
+
     def _on_register(self, pid: str, cid: str) -> None:
         owner = self._index.claim(cid, pid)
         if owner != pid:
             logger.error("order %s claimed by %s, already owned by %s", cid, pid, owner)
             return
         waiting = self.parked.pop(cid, None)
+        if waiting is not None:
+            self._parked_count -= len(waiting)
         if waiting:
             # Parked before its owner claimed it (e.g. after a restart, before the profile
             # re-registered its orders): route it now, through the journal when there is one.
@@ -386,6 +436,7 @@ class Supervisor(pykka.ThreadingActor):
     def _tell(self, profile: _Profile, message: Any) -> bool:
         if profile.ref is None:
             return False
+        self._touched.add(profile.spec.profile_id)
         try:
             profile.ref.tell(message)
         except pykka.ActorDeadError:
@@ -562,7 +613,8 @@ class Supervisor(pykka.ThreadingActor):
                 for pid, p in self._profiles.items()
             },
             "owners": len(self._index),
-            "parked": sum(len(v) for v in self.parked.values()),
+            "parked": self._parked_count,
+            "parked_dropped": self.parked_dropped,
             "dead_letters": list(self.dead_letters),
             "timers": len(self._timers),
         }

@@ -12,6 +12,7 @@ import pytest
 
 from accounting import PositionLedger
 from actors.events import EventSink
+from actors.runtime import Runtime
 from actors.supervisor import CompleteBootstrap, HoldBootstrap
 from exchange import Order, OrderType, SimulatedExchange
 from messages import (
@@ -138,6 +139,32 @@ def test_a_fill_nobody_owns_is_parked_reported_and_changes_no_books(
         assert rejected[0].detail == "no profile owns client order id 'cf-pc-x'"
         assert {p: stored_state(runtime, p) for p in ("pa", "pb")} == before
         assert recorder.of(FillApplied) == []
+
+
+def test_a_flood_of_unowned_fills_is_bounded_and_the_runtime_keeps_serving(
+    exchange: SimulatedExchange, events: EventSink, recorder: Recorder
+) -> None:
+    specs = [position_spec(p, exchange=exchange, events=events) for p in ("pa", "pb")]
+    runtime = Runtime(specs, events=events, balances={"main": {"USDT": 10**12}}, parked_limit=5)
+    with runtime:
+        runtime.submit(open_signal("pa", "a1"), open_signal("pb", "b1"))
+        runtime.drain()
+        fill_a, fill_b = sorted(step(exchange, PRICE - 1), key=lambda f: f.client_order_id)
+        strays = [
+            dataclasses.replace(fill_a, client_order_id=f"cf-px-{i}", message_id=f"stray-{i}")
+            for i in range(12)
+        ]
+        runtime.submit(*strays)
+        runtime.drain()
+        info = runtime.inspect()
+        assert (info["parked"], info["parked_dropped"]) == (5, 7)  # the 7 oldest dropped
+        assert len(recorder.of(FillRejected)) == 12  # every one reported as unroutable
+        runtime.submit(fill_a, fill_b)  # real fills still reach their owners
+        runtime.drain()
+        assert {(e.profile_id, e.trade_id) for e in recorder.of(FillApplied)} == {
+            ("pa", fill_a.trade_id),
+            ("pb", fill_b.trade_id),
+        }
 
 
 def test_held_bootstrap_queues_fills_then_applies_them_in_order_exactly_once(
