@@ -25,6 +25,7 @@ from actors.journal import (
     JournalDurability,
     JournalEntries,
     JournalIngest,
+    dedupe_key,
 )
 from actors.ownership import OwnershipIndex
 from actors.profile import CrashNow, Durability
@@ -119,6 +120,8 @@ class Runtime:
         self._unsafe = unsafe_no_dedupe
         self._on_commit = on_commit
         self._parked_limit = parked_limit
+        #: durable mode: unowned fills dropped because the journal already held their trade
+        self.resent_fills_dropped = 0
         self.index = OwnershipIndex()
         self._ingest: JournalIngest | None = None
         self._committer: Committer | None = None
@@ -314,7 +317,27 @@ class Runtime:
                 self._append_failed_at = time.monotonic()
                 raise
         if local:
+            local = self._drop_resent(local)
+        if local:
             self.supervisor.tell(Submit(payloads=tuple(local)))
+
+    def _drop_resent(self, payloads: list[Any]) -> list[Any]:
+        """Drop fills nobody owns that the journal already holds: exchange re-sends of trades
+        whose order closed before a restart (journaled and applied for their owner then, but
+        the restarted index knows open orders only). Dropped like any journal duplicate,
+        counted in ``resent_fills_dropped``; the rest is parked and reported as before."""
+        fills = {dedupe_key(p): p for p in payloads if isinstance(p, Fill) and not self._unsafe}
+        if not fills or self.journal is None:
+            return payloads
+        try:
+            seen = self.journal.journaled(list(fills))
+        except StoreUnavailable:
+            return payloads  # parked and reported; nothing is lost either way
+        if not seen:
+            return payloads
+        self.resent_fills_dropped += len(seen)
+        resent = {id(fills[key]) for key in seen}
+        return [p for p in payloads if id(p) not in resent]
 
     def _durable_targets(self, payload: Any) -> list[str] | None:
         assert self._ingest is not None

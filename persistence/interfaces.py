@@ -85,6 +85,13 @@ class Journal(Protocol):
     def prune_seen(self, partition: int, older_than_ms: int) -> int:
         """Forget dedupe keys ingested more than ``older_than_ms`` ago; returns how many."""
 
+    def journaled(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that some partition has journaled (and not pruned yet).
+
+        For a message nobody owns, so its partition is unknown: e.g. an exchange re-send of a
+        trade whose order closed before a restart, which was journaled for its owner then.
+        """
+
 
 class FencedStore(Protocol):
     """Profile snapshots written only by the current holder of their partition's lease."""

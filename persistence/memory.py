@@ -232,6 +232,14 @@ class MemoryJournalStore:
                 del part.seen[key]
             return len(old)
 
+    def journaled(self, keys: Sequence[str]) -> set[str]:
+        with self._data.cond:
+            return {
+                key
+                for key in keys
+                if any(key in self._part(p).seen for p in range(self._data.layout.partitions))
+            }
+
     # --- leases and snapshots ----------------------------------------------------------------
 
     def _live_lease(self, part: _Partition) -> _Lease | None:

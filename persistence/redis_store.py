@@ -428,6 +428,23 @@ class RedisStore:
         removed = self._run("prune_seen", lambda: self._prune(keys=keys, args=[older_than_ms]))
         return int(cast(int, removed))
 
+    def journaled(self, keys: Sequence[str]) -> set[str]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return set()
+
+        def ask() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for partition in range(self._layout.partitions):
+                pipe.zmscore(self._layout.seen(partition), wanted)
+            replies: list[Any] = pipe.execute()
+            return replies
+
+        found: set[str] = set()
+        for scores in self._run("journaled", ask):
+            found.update(k for k, score in zip(wanted, scores, strict=True) if score is not None)
+        return found
+
     # --- leases and snapshots ----------------------------------------------------------------
 
     def acquire_lease(self, partition: int, holder: str, ttl_ms: int) -> Fence:

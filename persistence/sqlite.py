@@ -369,6 +369,20 @@ class SqliteStore:
             )
             return cursor.rowcount
 
+    def journaled(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        wanted = list(dict.fromkeys(keys))
+        with self._tx("journaled") as db:
+            for start in range(0, len(wanted), 500):  # under SQLite's bound-parameter limit
+                chunk = wanted[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT DISTINCT dedupe_key FROM seen WHERE dedupe_key IN ({marks})",
+                    chunk,
+                )
+                found.update(str(row[0]) for row in rows)
+        return found
+
     # --- leases and snapshots ----------------------------------------------------------------
 
     def _live_lease(self, row: Any) -> tuple[str, int, int] | None:

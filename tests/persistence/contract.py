@@ -88,6 +88,18 @@ class StoreContract:
         assert again.append(P + 1, items("t1"))[0] is not None  # trade ids are per partition
         assert again.length(P) == 1
 
+    def test_journaled_finds_dedupe_keys_in_any_partition_until_pruned(self, backend, store):
+        store.append(P, items("t1"))
+        store.append(P + 1, items("t2", None))
+        key = items("t1")[0][0]
+        other = items("t2")[0][0]
+        assert store.journaled([key, other, "fill:X/Y:nope", key]) == {key, other}
+        assert backend.open().journaled([key]) == {key}  # durable
+        assert store.journaled([]) == set()
+        backend.age_dedupe_keys(P, 3_600_000)
+        store.prune_seen(P, 600_000)
+        assert store.journaled([key, other]) == {other}
+
     def test_prune_seen_forgets_only_keys_older_than_the_retention(self, backend, store):
         store.append(P, items("old1", "old2"))
         backend.age_dedupe_keys(P, 3_600_000)
