@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from accounting import GridBook, OrderStatus, Placement, apply_plan, plan_rebalance
+from accounting.grid_records import GridOrder
 from actors.events import EventSink
 from actors.grid_profile import grid_factory
 from actors.position_profile import PositionProfileConfig, position_factory
@@ -323,7 +324,8 @@ def test_a_fill_parked_by_an_incarnation_that_dies_is_not_lost(
         c.stop()
 
 
-def test_a_late_fill_of_a_dust_remainder_is_booked() -> None:
+def placed_grid() -> GridBook:
+    """The run's first grid profile, its initial orders placed and confirmed."""
     cfg = grid_profile_config(0, Setup(grid_profiles=1, signal_profiles=0, seed=1))
     book = GridBook.create(
         "grid1", cfg.grid, base_total=cfg.base_total, quote_total=cfg.quote_total
@@ -331,24 +333,34 @@ def test_a_late_fill_of_a_dust_remainder_is_booked() -> None:
     for request in apply_plan(book, plan_rebalance(book)):
         assert isinstance(request, Placement)  # a fresh grid only places
         book.confirm_placement(request.client_order_id, f"X-{request.client_order_id}")
+    return book
+
+
+def order_fill(order: GridOrder, trade_id: str, qty: int, cost: int, fee: int = 0) -> Fill:
+    """The exchange's trade of ``order`` (fee in the asset the order buys)."""
+    return Fill(
+        message_id=f"fill-{trade_id}",
+        ts_ns=1,
+        trade_id=trade_id,
+        order_id=f"X-{order.order_id}",
+        client_order_id=order.order_id,
+        symbol=MARKET.symbol,
+        side=order.side,
+        qty=qty,
+        price=order.price,
+        cost=cost,
+        fee=fee,
+        fee_asset="BTC" if order.side is Side.BUY else "USDT",
+        liquidity=Liquidity.MAKER,
+    )
+
+
+def test_a_late_fill_of_a_dust_remainder_is_booked() -> None:
+    book = placed_grid()
     sell = min((o for o in book.orders.values() if o.side is Side.SELL), key=lambda o: o.price)
 
     def fill(trade_id: str, qty: int) -> Fill:
-        return Fill(
-            message_id=f"fill-{trade_id}",
-            ts_ns=1,
-            trade_id=trade_id,
-            order_id=f"X-{sell.order_id}",
-            client_order_id=sell.order_id,
-            symbol=MARKET.symbol,
-            side=Side.SELL,
-            qty=qty,
-            price=sell.price,
-            cost=MARKET.notional(qty, sell.price, Rounding.DOWN),
-            fee=0,
-            fee_asset="USDT",
-            liquidity=Liquidity.MAKER,
-        )
+        return order_fill(sell, trade_id, qty, MARKET.notional(qty, sell.price, Rounding.DOWN))
 
     dust = 18  # worth less than a cent at this price: the order counts as filled
     assert book.apply_fill(fill("T1", sell.qty - dust)).full
@@ -365,31 +377,11 @@ def test_a_late_sell_dust_fill_may_cost_the_cent_cumulative_rounding_gives_it(
     fee 1 USDT): the exchange rounds a sell's cost cumulatively, so the dust's piece worth 0.8
     of a cent brought 1 cent (less a 1 cent fee). Refused then, as a cost-0 trade was
     expected; booked now, base out and net quote in."""
-    cfg = grid_profile_config(0, Setup(grid_profiles=1, signal_profiles=0, seed=1))
-    book = GridBook.create(
-        "grid1", cfg.grid, base_total=cfg.base_total, quote_total=cfg.quote_total
-    )
-    for request in apply_plan(book, plan_rebalance(book)):
-        assert isinstance(request, Placement)
-        book.confirm_placement(request.client_order_id, f"X-{request.client_order_id}")
+    book = placed_grid()
     sell = min((o for o in book.orders.values() if o.side is Side.SELL), key=lambda o: o.price)
 
     def fill(trade_id: str, qty: int, cost: int, fee: int = 0) -> Fill:
-        return Fill(
-            message_id=f"fill-{trade_id}",
-            ts_ns=1,
-            trade_id=trade_id,
-            order_id=f"X-{sell.order_id}",
-            client_order_id=sell.order_id,
-            symbol=MARKET.symbol,
-            side=Side.SELL,
-            qty=qty,
-            price=sell.price,
-            cost=cost,
-            fee=fee,
-            fee_asset="USDT",
-            liquidity=Liquidity.MAKER,
-        )
+        return order_fill(sell, trade_id, qty, cost, fee)
 
     dust = 28
     assert MARKET.cost_bounds(dust, sell.price) == (0, 1)
@@ -410,31 +402,11 @@ def test_a_late_fill_of_a_buy_dust_remainder_is_booked() -> None:
     open on the exchange; the exchange's late trade of that dust was refused ("which is filled;
     it holds no slot"), so the books missed base the account had. Fixed: booked like a sell's
     late dust; anything worth a quote unit, or costing more than its notional, is refused."""
-    cfg = grid_profile_config(0, Setup(grid_profiles=1, signal_profiles=0, seed=1))
-    book = GridBook.create(
-        "grid1", cfg.grid, base_total=cfg.base_total, quote_total=cfg.quote_total
-    )
-    for request in apply_plan(book, plan_rebalance(book)):
-        assert isinstance(request, Placement)  # a fresh grid only places
-        book.confirm_placement(request.client_order_id, f"X-{request.client_order_id}")
+    book = placed_grid()
     buy = max((o for o in book.orders.values() if o.side is Side.BUY), key=lambda o: o.price)
 
     def fill(trade_id: str, qty: int, cost: int, fee: int = 0) -> Fill:
-        return Fill(
-            message_id=f"fill-{trade_id}",
-            ts_ns=1,
-            trade_id=trade_id,
-            order_id=f"X-{buy.order_id}",
-            client_order_id=buy.order_id,
-            symbol=MARKET.symbol,
-            side=Side.BUY,
-            qty=qty,
-            price=buy.price,
-            cost=cost,
-            fee=fee,
-            fee_asset="BTC",
-            liquidity=Liquidity.MAKER,
-        )
+        return order_fill(buy, trade_id, qty, cost, fee)
 
     def cost(qty: int) -> int:
         return MARKET.notional(qty, buy.price, Rounding.UP)  # the exchange rounds buys up
@@ -529,31 +501,11 @@ def test_a_late_dust_fill_after_a_rebalance_is_booked_without_overcommitting() -
     released dust could be") — or, booked, would have left orders on the exchange backed by
     base the profile no longer had. Fixed: the remainder stays committed (DUST) until the
     exchange fills it or confirms the cancel."""
-    cfg = grid_profile_config(0, Setup(grid_profiles=1, signal_profiles=0, seed=1))
-    book = GridBook.create(
-        "grid1", cfg.grid, base_total=cfg.base_total, quote_total=cfg.quote_total
-    )
-    for request in apply_plan(book, plan_rebalance(book)):
-        assert isinstance(request, Placement)
-        book.confirm_placement(request.client_order_id, f"X-{request.client_order_id}")
+    book = placed_grid()
     sell = min((o for o in book.orders.values() if o.side is Side.SELL), key=lambda o: o.price)
 
     def fill(trade_id: str, qty: int) -> Fill:
-        return Fill(
-            message_id=f"fill-{trade_id}",
-            ts_ns=1,
-            trade_id=trade_id,
-            order_id=f"X-{sell.order_id}",
-            client_order_id=sell.order_id,
-            symbol=MARKET.symbol,
-            side=Side.SELL,
-            qty=qty,
-            price=sell.price,
-            cost=MARKET.notional(qty, sell.price, Rounding.DOWN),
-            fee=0,
-            fee_asset="USDT",
-            liquidity=Liquidity.MAKER,
-        )
+        return order_fill(sell, trade_id, qty, MARKET.notional(qty, sell.price, Rounding.DOWN))
 
     dust = 5
     assert book.apply_fill(fill("T1", sell.qty - dust)).dust
