@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import pykka
 
+from actors.dispatch import Dispatcher, PooledActor
 from actors.protocol import (
     BootstrapDone,
     Checkpointed,
@@ -165,7 +166,7 @@ class MemoryDurability:
         self._claim(client_order_id, profile_id)
 
 
-class ProfileActor(pykka.ThreadingActor):
+class ProfileActor(PooledActor):
     """Owns one profile's handler; applies logged messages exactly once; checkpoints.
 
     Args:
@@ -175,9 +176,9 @@ class ProfileActor(pykka.ThreadingActor):
         durability: where checkpoints go (memory, or the fenced journal store).
         supervisor: the supervisor's ref, for ``tell`` only (never ``ask`` from here).
         checkpoint_every: checkpoint after this many messages even while the inbox is busy.
+        dispatcher: the threads that run this actor with the other profiles' (None: a thread
+            of its own, as ``pykka.ThreadingActor``).
     """
-
-    use_daemon_thread = True
 
     def __init__(
         self,
@@ -189,8 +190,9 @@ class ProfileActor(pykka.ThreadingActor):
         supervisor: pykka.ActorRef[Any],
         checkpoint_every: int = 64,
         unsafe_no_dedupe: bool = False,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(dispatcher=dispatcher)
         self.profile_id = profile_id
         self._unsafe = unsafe_no_dedupe
         self.incarnation = incarnation

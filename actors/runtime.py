@@ -18,6 +18,7 @@ from typing import Any, Self, cast
 
 import pykka
 
+from actors.dispatch import Dispatcher
 from actors.events import EventSink
 from actors.journal import (
     CheckpointReady,
@@ -92,6 +93,11 @@ class Runtime:
             call, with its duration in seconds and the number of checkpoints it made durable.
         parked_limit: unowned exchange events kept waiting for their owner at most; beyond it
             the oldest are dropped (``inspect()["parked_dropped"]``).
+        dispatch_threads: the profile actors run on a dispatcher of this many threads
+            (``actors/dispatch.py``: each profile is still a pykka actor whose mailbox is its
+            serialization, but 10,000 profiles do not mean 10,000 threads). ``0``: one thread
+            per profile (``pykka.ThreadingActor``), for handlers that block for long, e.g. an
+            exchange client waiting on the network.
     """
 
     def __init__(
@@ -110,8 +116,13 @@ class Runtime:
         unsafe_no_dedupe: bool = False,
         on_commit: Callable[[float, int], None] | None = None,
         parked_limit: int = 100_000,
+        dispatch_threads: int = 4,
     ) -> None:
+        if dispatch_threads < 0:
+            raise ValueError(f"dispatch_threads must be >= 0, got {dispatch_threads}")
         self.profiles = list(profiles)
+        self._dispatch_threads = dispatch_threads
+        self._dispatcher: Dispatcher | None = None
         self._profile_ids = frozenset(spec.profile_id for spec in self.profiles)
         self.journal = journal
         self._holder = holder
@@ -151,6 +162,8 @@ class Runtime:
             # Everything already journaled (our pending entries and unread ones) is logged
             # before the profiles start: each replays it, *then* reconciles with the exchange.
             initial = self._ingest.catch_up(range(self.journal.layout.partitions))
+        if self._dispatch_threads:
+            self._dispatcher = Dispatcher(self._dispatch_threads, name="capflow-profiles")
         self._supervisor = Supervisor.start(
             profiles=self.profiles,
             store=self.store,
@@ -165,6 +178,7 @@ class Runtime:
             policy=self._policy,
             balances=self._balances,
             parked_limit=self._parked_limit,
+            dispatcher=self._dispatcher,
         )
         with self._start_lock:
             early, self._early_commits = self._early_commits, []
@@ -277,6 +291,10 @@ class Runtime:
         if self._supervisor is not None:
             self._supervisor.stop()
             self._supervisor = None
+        if self._dispatcher is not None:
+            # The supervisor asked every profile to stop: let them checkpoint what they hold.
+            self._dispatcher.close(timeout=10.0)
+            self._dispatcher = None
         if self._committer is not None:
             self._committer.stop()
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import pykka
 
+from actors.dispatch import Dispatcher
 from actors.journal import JournalEntries
 from actors.ownership import OwnershipIndex
 from actors.profile import CrashNow, Durability, HandlerFactory, MemoryDurability, ProfileActor
@@ -217,8 +218,10 @@ class Supervisor(pykka.ThreadingActor):
         balances: Mapping[str, Mapping[str, int]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         parked_limit: int = 100_000,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         super().__init__()
+        self._dispatcher = dispatcher
         check_account_caps(profiles, balances)
         self._profiles = {spec.profile_id: _Profile(spec=spec) for spec in profiles}
         if len(self._profiles) != len(profiles):
@@ -275,6 +278,7 @@ class Supervisor(pykka.ThreadingActor):
             durability=self._durability,
             supervisor=self.actor_ref,
             unsafe_no_dedupe=self._unsafe,
+            dispatcher=self._dispatcher,
         )
 
     # -- messages --------------------------------------------------------------------------

@@ -42,6 +42,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -171,6 +181,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " docs/performance.md: with many actor threads, a longer interval avoids a storm of"
         " GIL wake-ups",
     )
+    parser.add_argument(
+        "--dispatch-threads",
+        type=_non_negative_int,
+        default=defaults.dispatch_threads,
+        metavar="N",
+        help="threads that run the profile actors (default %(default)s); 0: one thread per"
+        " profile, pykka.ThreadingActor",
+    )
     add_observability_arguments(parser, what="the load test's runtime", logs=False)
     parser.add_argument(
         "--cprofile",
@@ -202,6 +220,7 @@ def options_from(args: argparse.Namespace) -> Options:
         baseline_messages=args.baseline_messages,
         stack_kb=args.stack_kb,
         switch_interval=args.switch_interval,
+        dispatch_threads=args.dispatch_threads,
         metrics_port=args.metrics_port,
         cprofile=args.cprofile,
     )

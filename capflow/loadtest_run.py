@@ -70,6 +70,7 @@ class Options:
     baseline_messages: int = 200_000
     stack_kb: int | None = None
     switch_interval: float | None = None
+    dispatch_threads: int = 4  # Runtime(dispatch_threads=...): 0 = one thread per profile
     metrics_port: int | None = None
     cprofile: Path | None = None
     drain_timeout: float = 300.0
@@ -164,6 +165,7 @@ class LoadTest:
             "signal_share": options.signal_share,
             "store": "memory" if url is None else options.store,
             "stack_kb": options.stack_kb,
+            "dispatch_threads": options.dispatch_threads,
             "switch_interval_s": options.switch_interval or sys.getswitchinterval(),
             "cpu_count": os.cpu_count(),
             "loadavg_1m_before": round(os.getloadavg()[0], 2),
@@ -190,6 +192,7 @@ class LoadTest:
             kwargs = {str(durable_parameter()): RedisStore(url)}
             if self.metrics is not None:
                 kwargs["on_commit"] = self.metrics.observe_commit  # durable commit latency
+        kwargs["dispatch_threads"] = self.options.dispatch_threads
         self.runtime = Runtime(self.specs, events=self.events, balances=self.balances, **kwargs)
         self.events.subscribe(self.timings.on_event)
         self.events.subscribe(self.workload.on_event)
@@ -326,6 +329,7 @@ class LoadTest:
         kwargs: dict[str, Any] = {str(durable_parameter()): RedisStore(self.url)}
         if "reconcile" in inspect.signature(Runtime.__init__).parameters:
             kwargs["reconcile"] = False
+        kwargs["dispatch_threads"] = self.options.dispatch_threads
         runtime = Runtime(self.specs, events=self.events, balances=self.balances, **kwargs)
         started = time.perf_counter()
         try:

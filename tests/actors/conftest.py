@@ -133,12 +133,33 @@ def new_exchange(**overrides: Any) -> SimulatedExchange:
     return SimulatedExchange(**kwargs)
 
 
+#: ``Runtime(dispatch_threads=...)`` for :func:`running`; the ``dispatch_mode`` fixture sets it.
+DISPATCH = {"threads": 4}
+
+
+@pytest.fixture(params=[4, 1, 0], ids=["pool4", "pool1", "thread-per-profile"])
+def dispatch_mode(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run a module's runtime tests on a 4-thread dispatcher, a single dispatcher thread (every
+    profile shares one), and one thread per profile (``pykka.ThreadingActor`` semantics)."""
+    DISPATCH["threads"] = request.param
+    try:
+        yield request.param
+    finally:
+        DISPATCH["threads"] = 4
+
+
 @contextlib.contextmanager
 def running(
     specs: Sequence[ProfileSpec], *, events: EventSink, policy: RestartPolicy = FAST_RESTARTS
 ) -> Iterator[Runtime]:
     """A started runtime (account balances checked), stopped on exit whatever happens."""
-    runtime = Runtime(specs, events=events, policy=policy, balances={"main": {"USDT": 10**12}})
+    runtime = Runtime(
+        specs,
+        events=events,
+        policy=policy,
+        balances={"main": {"USDT": 10**12}},
+        dispatch_threads=DISPATCH["threads"],
+    )
     runtime.start()
     try:
         yield runtime

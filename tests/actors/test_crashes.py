@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 import pykka
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +50,9 @@ from tests.actors.conftest import (
     step,
     stored_state,
 )
+
+# Every test here runs on each way of scheduling the profile actors.
+pytestmark = pytest.mark.usefixtures("dispatch_mode")
 
 PROFILES = ("pa", "pb")
 #: Fast restarts, and never FAILED however many crashes a drill injects.

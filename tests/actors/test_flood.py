@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from accounting import PositionLedger, entry_estimate
 from actors.events import EventSink
 from actors.runtime import Runtime
@@ -53,6 +55,9 @@ from tests.actors.conftest import (
     step,
     stored_state,
 )
+
+# Every test here runs on each way of scheduling the profile actors.
+pytestmark = pytest.mark.usefixtures("dispatch_mode")
 
 D = Decimal
 FLOODED = "flooded"

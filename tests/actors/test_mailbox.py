@@ -32,6 +32,9 @@ from tests.actors.conftest import (
     stored_state,
 )
 
+# Every test here runs on each way of scheduling the profile actors.
+pytestmark = pytest.mark.usefixtures("dispatch_mode")
+
 THREADS = 16
 
 
@@ -106,6 +109,11 @@ class GatedExchange(SimulatedExchange):
         return super().create_order(symbol, type, side, amount, price, params)
 
 
+# Two profiles inside the exchange call at once needs two threads: a single dispatcher thread
+# runs one profile at a time, by design (actors/dispatch.py).
+@pytest.mark.parametrize(
+    "dispatch_mode", [4, 0], ids=["pool4", "thread-per-profile"], indirect=True
+)
 def test_two_profiles_place_orders_at_the_same_time(events: EventSink, recorder: Recorder) -> None:
     cid_a, cid_b = cid("pa", "s1"), cid("pb", "s1")
     exchange = GatedExchange(

@@ -41,6 +41,9 @@ from tests.actors.conftest import (
     stored_state,
 )
 
+# Every test here runs on each way of scheduling the profile actors.
+pytestmark = pytest.mark.usefixtures("dispatch_mode")
+
 
 def test_exchange_events_go_to_the_owner_of_their_client_order_id_only(
     exchange: SimulatedExchange, events: EventSink, recorder: Recorder
