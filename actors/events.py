@@ -9,8 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from messages import Message
 
@@ -35,30 +34,36 @@ class EventSink:
         self._counts: collections.Counter[str] = collections.Counter()
         self._reasons: collections.Counter[tuple[str, str]] = collections.Counter()
         self._recent: collections.deque[Message] = collections.deque(maxlen=keep)
-        self._listeners: list[Listener] = []
+        self._listeners: tuple[Listener, ...] = ()
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every event from now on (from the publisher's thread)."""
         with self._lock:
-            self._listeners.append(listener)
+            self._listeners = (*self._listeners, listener)  # copied on write, read lock-free
 
     def publish(self, event: Message) -> None:
         """Record one event; never raises for a listener's fault."""
-        name = _event_name(event)
-        reason: Any = getattr(event, "reason", None)
+        self.publish_many((event,))
+
+    def publish_many(self, events: Sequence[Message]) -> None:
+        """Record events in order (one lock round for all); never raises for a listener's fault."""
+        named = [(event, _event_name(event), getattr(event, "reason", None)) for event in events]
         with self._lock:
-            self._counts[name] += 1
-            if isinstance(reason, str):
-                self._reasons[(name, reason)] += 1
-            self._recent.append(event)
-            listeners = list(self._listeners)
-        if reason is not None:
-            logger.info("%s %s", name, event)
-        for listener in listeners:
-            try:
-                listener(event)
-            except Exception:
-                logger.exception("event listener failed on %s", name)
+            counts, reasons = self._counts, self._reasons
+            for _, name, reason in named:
+                counts[name] += 1
+                if isinstance(reason, str):
+                    reasons[(name, reason)] += 1
+            self._recent.extend(events)
+        listeners = self._listeners
+        for event, name, reason in named:
+            if reason is not None:
+                logger.info("%s %s", name, event)
+            for listener in listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    logger.exception("event listener failed on %s", name)
 
     def count(self, name: str, reason: str | None = None) -> int:
         """How many events of type ``name`` (with ``reason``, if given) were published."""

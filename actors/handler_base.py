@@ -88,8 +88,7 @@ class HandlerBase:
 
     def publish_events(self, events: list[Message]) -> None:
         """Publish events whose checkpoint is durable."""
-        for event in events:
-            self._events.publish(event)
+        self._events.publish_many(events)
 
     def reconcile(self) -> None:
         """Bring the books in line with the exchange after a restart (see subclasses).

@@ -453,8 +453,10 @@ class Supervisor(pykka.ThreadingActor):
         profile = self._profiles[pid]
         if incarnation != profile.incarnation:
             return
-        # Durable now: the profile may publish the events it held for it.
-        self._tell(profile, Committed(seq=seq, number=number))
+        if not self._durability.synchronous:
+            # Durable now: the profile may publish the events it held for it. (A synchronous
+            # store made it durable before the report: the profile has published already.)
+            self._tell(profile, Committed(seq=seq, number=number))
         profile.checkpoint_seq = max(profile.checkpoint_seq, seq)
         # A filter, not a prefix pop: an entry claimed out of order sits behind newer ones.
         if any(item.seq <= seq for item in profile.log):
