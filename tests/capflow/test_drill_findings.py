@@ -79,7 +79,7 @@ class Dying:
                     process.hold_load.wait(10)
             if process.dead and name not in _LOCAL:
                 raise self._error("this process is dead")
-            if process.commits_stall and name == "commit":
+            if process.commits_stall and name in ("commit", "commit_many"):
                 raise self._error("the commit did not get through")
             out = attr(*args, **kwargs)
             if name == "create_order" and process.die_after_order:

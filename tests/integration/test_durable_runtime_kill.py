@@ -121,7 +121,7 @@ def child(config: dict[str, Any]) -> None:
     exchange = RemoteExchange((host, port), bytes.fromhex(key), consumer=FEED)
     store = open_store(config["store"])
     if plan.what == "commit":
-        trap(store, "commit", plan)
+        trap(store, "commit_many", plan)  # the committer's one call per batch
     if plan.what == "order":
         trap(exchange, "create_order", plan)
     events = EventSink(keep=10)
