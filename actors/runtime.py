@@ -157,7 +157,10 @@ class Runtime:
         durability: Durability | None = None
         initial: list[JournalEntries] = []
         if self.journal is not None:
-            durability = self._start_durable(self.journal)
+            durable = self._start_durable(self.journal)
+            # Every lease is ours: read all snapshots in bulk rather than one per profile.
+            durable.prefetch([spec.profile_id for spec in self.profiles])
+            durability = durable
             assert self._ingest is not None
             # Everything already journaled (our pending entries and unread ones) is logged
             # before the profiles start: each replays it, *then* reconciles with the exchange.
@@ -188,7 +191,7 @@ class Runtime:
             self._ingest.start(range(self.journal.layout.partitions), rewind=False)
         return self
 
-    def _start_durable(self, journal: JournalStore) -> Durability:
+    def _start_durable(self, journal: JournalStore) -> JournalDurability:
         partitions = range(journal.layout.partitions)
         self._committer = Committer(
             journal,

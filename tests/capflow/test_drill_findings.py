@@ -73,6 +73,10 @@ class Dying:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             process = self._process
+            if name == "load_many" and process.hold_load is not None:
+                # A held load: the runtime's bulk prefetch fails too, so the profile falls back
+                # to its own load, which waits below.
+                raise self._error("held")
             if name == "load":
                 process.started.wait(10)
                 if process.hold_load is not None:
