@@ -39,7 +39,7 @@ from actors.supervisor import (
     ProfileSpec,
     Refs,
     RestartPolicy,
-    Status,
+    Settled,
     Submit,
     Supervisor,
     TakeTouched,
@@ -62,7 +62,6 @@ from messages import (
 from persistence import JournalStore, MemoryStore, SnapshotStore
 
 DEFAULT_POLICY = RestartPolicy()
-_SETTLED = {Status.BOOTSTRAP_HELD.value, Status.FAILED.value}
 
 
 def exchange_order_key(payload: Any) -> str | None:
@@ -444,6 +443,7 @@ class Runtime:
             TimeoutError: the runtime did not settle within ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
+        pause = 0.001
         while True:
             if self._ingest is not None and not self._ingest.caught_up():
                 if time.monotonic() > deadline:
@@ -452,24 +452,21 @@ class Runtime:
                 continue
             touched = cast(set[str], self.supervisor.ask(TakeTouched()))
             self._sync(self._refs(touched).values(), deadline)
-            info = self.inspect()
-            settled = info["timers"] == 0 and all(
-                p["status"] in _SETTLED or (p["status"] == Status.LIVE.value and p["log"] == 0)
-                for p in info["profiles"].values()
-            )
-            if settled and not touched and (self._ingest is None or self._settled_again()):
+            settled = self._settled()
+            if settled and not touched and (self._ingest is None or self._settled()):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"runtime did not settle within {timeout} s: {info}")
-            if not touched:
-                time.sleep(0.001)  # a restart timer is pending; this is the runtime, not a test
+                raise TimeoutError(f"runtime did not settle within {timeout} s: {self.inspect()}")
+            if touched:
+                pause = 0.001
+            else:
+                # Profiles still bootstrapping, or a restart timer pending: wait, a little
+                # longer each round, without taking the CPU they need.
+                time.sleep(pause)
+                pause = min(0.02, pause * 2)
 
-    def _settled_again(self) -> bool:
-        info = self.inspect()
-        return all(
-            p["status"] in _SETTLED or (p["status"] == Status.LIVE.value and p["log"] == 0)
-            for p in info["profiles"].values()
-        )
+    def _settled(self) -> bool:
+        return cast(bool, self.supervisor.ask(Settled()))
 
     def books(self) -> dict[str, dict[str, Any]]:
         """Each live profile's books as a summary dict (profiles not live are omitted)."""

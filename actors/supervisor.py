@@ -154,6 +154,15 @@ class TakeTouched:
     """Ask-only: the profiles this supervisor told anything since the last ask (cleared)."""
 
 
+_SETTLED = frozenset({Status.BOOTSTRAP_HELD, Status.FAILED})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settled:
+    """Ask-only: True when no restart timer is pending and every profile is settled (live with
+    an empty log, held at bootstrap, or failed). ``drain``'s check: no per-profile report."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Inspect:
     """Ask-only: a plain snapshot of the supervisor's bookkeeping."""
@@ -321,6 +330,8 @@ class Supervisor(pykka.ThreadingActor):
             case TakeTouched():
                 taken, self._touched = self._touched, set()
                 return taken
+            case Settled():
+                return self._settled()
             case _:
                 return super().on_receive(message)
         return None
@@ -602,6 +613,14 @@ class Supervisor(pykka.ThreadingActor):
         profile.hold = False
         if profile.status is Status.BOOTSTRAP_HELD:
             self._begin_live(profile)
+
+    def _settled(self) -> bool:
+        if self._timers:
+            return False
+        live, settled = Status.LIVE, _SETTLED
+        return all(
+            (p.status is live and not p.log) or p.status in settled for p in self._profiles.values()
+        )
 
     def _inspect(self) -> dict[str, Any]:
         return {
