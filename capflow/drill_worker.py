@@ -58,6 +58,7 @@ from capflow.drill_world import (
 from capflow.run_observe import Observer, add_observability_arguments
 from capflow.run_setup import MARKET
 from capflow.run_signals import SignalGenerator
+from capflow.tuning import tune_gc
 from exchange import RemoteExchange, trade_to_fill
 from messages import (
     DeadLettered,
@@ -450,6 +451,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    tune_gc()  # the capflow commands' thresholds (capflow/tuning.py)
     if not args.log_json and args.log_level is None:  # else the Observer configures logging
         logging.basicConfig(
             level=logging.WARNING,

@@ -167,6 +167,7 @@ class LoadTest:
             "stack_kb": options.stack_kb,
             "dispatch_threads": options.dispatch_threads,
             "switch_interval_s": options.switch_interval or sys.getswitchinterval(),
+            "gc_threshold": list(gc.get_threshold()),
             "cpu_count": os.cpu_count(),
             "loadavg_1m_before": round(os.getloadavg()[0], 2),
         }
