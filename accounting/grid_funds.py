@@ -306,7 +306,7 @@ class GridBook(GridView):
                 order.side.opposite, total=effect.received, free=effect.received,
                 cache=effect.received,
             )  # fmt: skip
-            self._trade_ids[fill.trade_id] = None
+            self._trade_ids.add(fill.trade_id)
             dropped = None
             if effect.full:
                 if dust:
@@ -352,7 +352,7 @@ class GridBook(GridView):
         self._update_balance(
             order.side.opposite, total=effect.received, free=effect.received, cache=effect.received
         )
-        self._trade_ids[fill.trade_id] = None
+        self._trade_ids.add(fill.trade_id)
         if closed:
             del self._orders[oid]
             self._done[oid] = "filled"
@@ -409,7 +409,7 @@ class GridBook(GridView):
             if balance.cache_funds > balance.free:
                 self._balances[sold] = dataclasses.replace(balance, cache_funds=balance.free)
             self._update_balance(side.opposite, total=received, free=received, cache=received)
-            self._trade_ids[fill.trade_id] = None
+            self._trade_ids.add(fill.trade_id)
             return GridFillOutcome(
                 trade_id=fill.trade_id,
                 order_id=fill.client_order_id,

@@ -229,7 +229,7 @@ def book_to_state(book: GridView) -> dict[str, Any]:
             }
             for asset, bal in sorted(book.balances.items())
         },
-        "trade_ids": sorted(book.trade_ids),
+        "trade_ids": book.trade_id_list(),
         "done_orders": dict(sorted(book.done_orders.items())),
         "pending_rotations": [
             {

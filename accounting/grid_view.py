@@ -34,6 +34,7 @@ from accounting.grid_records import (
     Slot,
 )
 from accounting.grid_state import book_to_state, check_book
+from accounting.sorted_ids import SortedIds
 from messages import (
     CapflowError,
     DuplicateOrder,
@@ -77,7 +78,7 @@ class GridView:
         self._orders = orders
         self._balances = balances
         # dicts, not sets: insertion-ordered, so a transaction undoes its additions by popitem
-        self._trade_ids: dict[str, None] = dict.fromkeys(trade_ids)
+        self._trade_ids = SortedIds(trade_ids)  # listed sorted at a checkpoint without sorting
         self._done = dict(done_orders)
         self._pending = pending
         self._next_seq = next_seq
@@ -123,7 +124,11 @@ class GridView:
 
     @property
     def trade_ids(self) -> frozenset[str]:
-        return frozenset(self._trade_ids)
+        return self._trade_ids.as_set()
+
+    def trade_id_list(self) -> list[str]:
+        """Every applied trade id, sorted (a checkpoint's list: no sort of the whole history)."""
+        return self._trade_ids.to_list()
 
     @property
     def next_seq(self) -> int:
@@ -247,8 +252,7 @@ class GridView:
                 self._pending,
                 self._next_seq,
             ) = saved
-            while len(self._trade_ids) > trades:
-                self._trade_ids.popitem()
+            self._trade_ids.truncate(trades)
             while len(self._done) > done:
                 self._done.popitem()
             raise

@@ -50,6 +50,23 @@ class SortedIds:
         for item in items:
             self.add(item)
 
+    def truncate(self, size: int) -> None:
+        """Forget the ids added last until ``size`` are left: a rollback of an operation that
+        added ids. Only ids added since the last :meth:`to_list` can be forgotten (a rollback
+        never spans a snapshot); asking for more is a bug.
+        """
+        excess = len(self._set) - size
+        if excess <= 0:
+            return
+        if excess > len(self._new):
+            raise RuntimeError(
+                f"cannot forget {excess} ids: only {len(self._new)} were added since the last"
+                " listing"
+            )
+        for item in self._new[-excess:]:
+            self._set.discard(item)
+        del self._new[-excess:]
+
     def as_set(self) -> frozenset[str]:
         """The ids as a set (a copy)."""
         return frozenset(self._set)

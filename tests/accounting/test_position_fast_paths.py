@@ -121,6 +121,34 @@ def test_sorted_ids_merge_few_new_ids_into_a_long_history():
     assert "zzz" not in ids.to_list()
 
 
+@given(
+    st.lists(st.text(min_size=1, max_size=3), max_size=10),
+    st.lists(st.text(min_size=1, max_size=3), max_size=10),
+)
+def test_sorted_ids_truncate_forgets_exactly_what_was_added_since_a_size(listed, added):
+    ids = SortedIds(["base"])
+    ids.update(listed)
+    before = ids.to_list()  # a snapshot: everything so far is listed
+    size = len(ids)
+    ids.update(added)
+    ids.truncate(size)  # the rollback of an operation that added ``added``
+    assert ids.to_list() == before
+    assert ids.as_set() == set(before)
+    assert all(item in ids for item in before)
+    assert [item for item in set(added) - set(before) if item in ids] == []
+
+
+def test_sorted_ids_cannot_forget_what_a_snapshot_listed_already():
+    ids = SortedIds(["a"])
+    ids.add("b")
+    ids.to_list()
+    ids.add("c")
+    with pytest.raises(RuntimeError, match="cannot forget 2 ids"):
+        ids.truncate(1)
+    ids.truncate(2)
+    assert ids.to_list() == ["a", "b"]
+
+
 def test_snapshot_lists_trade_ids_sorted_whatever_order_they_were_applied_in():
     states = []
     for order in ([1, 2, 3, 4], [4, 2, 3, 1]):
