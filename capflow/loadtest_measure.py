@@ -312,6 +312,47 @@ def redis_xadd_rate(url: str, payload: bytes, messages: int, *, pipeline: int = 
     return messages / took
 
 
+@dataclass(frozen=True, slots=True)
+class RedisCounters:
+    """The server's command counters at one moment (``INFO stats`` and ``INFO commandstats``).
+
+    ``commands`` is the server's ``total_commands_processed``: every command it executed, the
+    ones a Lua script runs (``redis.call``) included, and the ``EVALSHA`` itself; ``calls`` the
+    same by command name (so ``evalsha`` + ``xreadgroup`` + ... are the clients' own calls).
+    """
+
+    commands: int
+    calls: dict[str, int]
+
+    @classmethod
+    def read(cls, client: Any) -> RedisCounters:
+        """Read through ``client`` (a ``redis.Redis``; keep one for both ends of a window, so
+        that no connection handshake lands in it)."""
+        stats = client.info("stats")
+        commandstats = client.info("commandstats")
+        calls = {
+            name.removeprefix("cmdstat_"): int(value["calls"])
+            for name, value in commandstats.items()
+            if isinstance(value, dict) and "calls" in value
+        }
+        return cls(commands=int(stats["total_commands_processed"]), calls=calls)
+
+    def per(self, earlier: RedisCounters, units: int) -> dict[str, Any]:
+        """Commands since ``earlier`` per unit (e.g. per fill applied), rounded; by name too.
+
+        Our own two ``INFO`` calls are not counted.
+        """
+        if units <= 0:
+            return {"commands": None, "calls": {}}
+        sent = self.commands - earlier.commands - 2  # the INFO stats/commandstats of ``earlier``
+        calls = {
+            name: round((count - earlier.calls.get(name, 0)) / units, 3)
+            for name, count in sorted(self.calls.items())
+            if name not in ("info", "client|setinfo") and count > earlier.calls.get(name, 0)
+        }
+        return {"commands": round(sent / units, 3), "calls": calls}
+
+
 # -- profiling ---------------------------------------------------------------------------------
 class ThreadProfiler:
     """cProfile in this thread and in every thread started while it is on, merged at the end.

@@ -109,6 +109,7 @@ def summary_table(report: Mapping[str, Any]) -> Table:
         ("baseline: Redis pipelined XADD/s", _maybe(baselines.get("redis_xadd_per_s"), ",.0f")),
         ("ratio vs pykka tell", _maybe(report["ratio_vs_pykka_tell"], ".3f")),
         ("ratio vs Redis XADD", _maybe(report["ratio_vs_redis_xadd"], ".3f")),
+        ("Redis commands per fill", _maybe(report.get("redis_commands_per_fill"), ".2f")),
         ("recovery: 2nd runtime start + drain, s", _maybe(report.get("recovery_s"), ".3f")),
         ("GIL switch interval, s", f"{report['switch_interval_s']:g}"),
         ("invariant violations", report["invariant_violations"]),

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 from rich.console import Console
 from rich.live import Live
 
 from actors.events import EventSink
 from actors.runtime import Runtime
 from capflow.loadtest_measure import (
+    RedisCounters,
     Resources,
     ThreadProfiler,
     TimedStore,
@@ -344,6 +346,8 @@ class LoadTest:
     def load(self) -> None:
         """The load and the final drain, with CPU and RSS around them."""
         cpu_before = self.resources.cpu()
+        counters = redis.Redis.from_url(self.url) if self.url is not None else None
+        redis_before = RedisCounters.read(counters) if counters is not None else None
         console = self.console if self.console is not None and self.console.is_terminal else None
         with _Progress(console, self.options.duration) as progress:
             window = drive(self.runtime, self.workload, self.timings, self.options, progress)
@@ -377,6 +381,12 @@ class LoadTest:
         report["ratio_vs_pykka_tell"] = _ratio(fills_per_second, baselines.get("pykka_tell_per_s"))
         report["ratio_vs_redis_xadd"] = _ratio(fills_per_second, baselines.get("redis_xadd_per_s"))
         report["samples"] = [s.as_row() for s in progress.samples]
+        if counters is not None and redis_before is not None:
+            # Over the load window and its drain: signals' commands are in it too (5 %).
+            per_fill = RedisCounters.read(counters).per(redis_before, applied)
+            counters.close()
+            report["redis_commands_per_fill"] = per_fill["commands"]
+            report["redis_calls_per_fill"] = per_fill["calls"]
 
 
 def drive(

@@ -129,6 +129,11 @@ def test_a_durable_run_on_redis_is_exact(tmp_path: Path) -> None:
     assert report["ratio_vs_redis_xadd"] is not None
     assert report["recovery_s"] > 0  # a second runtime loaded the snapshots: books equal
     assert report["invariant_violations"] == 0
+    # Every fill was journaled (at least one script call) and committed on the real server.
+    assert report["redis_commands_per_fill"] > 0
+    calls = report["redis_calls_per_fill"]
+    assert calls["evalsha"] > 0  # append and commit are Lua scripts
+    assert calls["xadd"] >= 1  # each fill's journal entry, written inside the append script
 
 
 def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
