@@ -96,6 +96,12 @@ class Dispatcher:
         """Actors started on this dispatcher and not stopped yet."""
         return len(self._live)
 
+    @property
+    def ready(self) -> int:
+        """Actors with mail waiting for a thread (approximate: read without a lock). Near the
+        number of busy profiles all the time means the dispatcher is saturated."""
+        return self._ready.qsize()
+
     # -- threads ---------------------------------------------------------------------------
     def _start_workers(self) -> None:
         for number in range(self.threads):

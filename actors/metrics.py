@@ -227,6 +227,19 @@ class Metrics:
         self.profiles = Gauge(
             "profiles", "Profiles by lifecycle status.", ["status"], namespace=ns, registry=reg
         )
+        self.dispatch_ready = Gauge(
+            "dispatch_ready",
+            "Profile actors with mail waiting for a dispatcher thread (near the number of busy"
+            " profiles all the time: the dispatcher is saturated).",
+            namespace=ns,
+            registry=reg,
+        )
+        self.dispatch_threads = Gauge(
+            "dispatch_threads",
+            "Threads running the profile actors (0: one thread per profile).",
+            namespace=ns,
+            registry=reg,
+        )
         self.commit_latency = Histogram(
             "commit_latency_seconds",
             "Duration of one checkpoint commit to the store.",
@@ -313,6 +326,10 @@ class Metrics:
         store is reported unavailable and the lag keeps its last value.
         """
         info = runtime.inspect()
+        stats = getattr(runtime, "dispatch_stats", None)
+        dispatch = stats() if callable(stats) else None
+        self.dispatch_threads.set(0 if dispatch is None else dispatch["threads"])
+        self.dispatch_ready.set(0 if dispatch is None else dispatch["ready"])
         available = bool(getattr(runtime, "store_available", True))
         journal = getattr(runtime, "journal", None)
         if journal is None:
@@ -329,9 +346,9 @@ class Metrics:
     def observe_commit(self, seconds: float, checkpoints: int = 1) -> None:
         """One commit took ``seconds`` and made ``checkpoints`` profile snapshots durable.
 
-        Fits ``Runtime(..., on_commit=metrics.observe_commit)`` (durable mode: one fenced
-        commit call per partition and batch, on the committer's thread) as well as a plain
-        ``on_save(seconds)`` hook (one checkpoint per save).
+        Fits ``Runtime(..., on_commit=metrics.observe_commit)`` (durable mode: one commit call
+        per batch, every partition's fenced commit in it, on the committer's thread) as well
+        as a plain ``on_save(seconds)`` hook (one checkpoint per save).
         """
         self.commit_latency.observe(seconds)
         self.checkpoints_committed.inc(checkpoints)

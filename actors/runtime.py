@@ -414,6 +414,14 @@ class Runtime:
         return profile_id
 
     # -- observation -----------------------------------------------------------------------
+    def dispatch_stats(self) -> dict[str, int] | None:
+        """The profile dispatcher's threads, live actors and ready queue (None: no dispatcher,
+        one thread per profile, or not started)."""
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return None
+        return {"threads": dispatcher.threads, "actors": dispatcher.live, "ready": dispatcher.ready}
+
     def inspect(self) -> dict[str, Any]:
         """The supervisor's bookkeeping: statuses, sequence numbers, log sizes, dead letters."""
         return cast(dict[str, Any], self.supervisor.ask(Inspect()))

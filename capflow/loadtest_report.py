@@ -112,6 +112,7 @@ def summary_table(report: Mapping[str, Any]) -> Table:
         ("Redis commands per fill", _maybe(report.get("redis_commands_per_fill"), ".2f")),
         ("recovery: 2nd runtime start + drain, s", _maybe(report.get("recovery_s"), ".3f")),
         ("GIL switch interval, s", f"{report['switch_interval_s']:g}"),
+        ("dispatch threads (0: one per profile)", str(report.get("dispatch_threads", "-"))),
         ("invariant violations", report["invariant_violations"]),
     ]
     for name, value in rows:

@@ -225,3 +225,33 @@ def test_a_dispatcher_needs_a_thread_and_a_positive_throughput() -> None:
         Dispatcher(0)
     with pytest.raises(ValueError, match="throughput"):
         Dispatcher(1, throughput=0)
+
+
+def test_ready_counts_the_actors_waiting_for_a_thread() -> None:
+    pool = Dispatcher(1, name="ready")
+    release, inside = threading.Event(), threading.Event()
+
+    class Gate(PooledActor):
+        def on_receive(self, message: Any) -> Any:
+            if message == "hold":
+                inside.set()
+                release.wait(30)
+            return message
+
+    try:
+        holder = Gate.start(dispatcher=pool)
+        holder.tell("hold")
+        assert inside.wait(30)  # the only thread is inside this actor now
+        others = [Gate.start(dispatcher=pool) for _ in range(5)]
+        for ref in others:
+            ref.tell("x")
+        # Each of the five (started and told while the thread is held) is queued once.
+        assert pool.ready == 5
+        release.set()
+        for ref in others:
+            assert ref.ask("y", timeout=30) == "y"
+        assert pool.ready == 0
+    finally:
+        release.set()
+        pykka.ActorRegistry.stop_all()
+        pool.close(timeout=10)

@@ -11,6 +11,7 @@ import pytest
 from actors.events import EventSink
 from actors.logs import EventLogger, configure_logging
 from actors.metrics import Metrics
+from actors.runtime import Runtime
 from tests.actors.conftest import eventually
 from tests.actors.test_metrics import FakeRuntime, applied, inspect_info, refused, restore_logging
 
@@ -81,3 +82,15 @@ def test_at_debug_the_event_logger_writes_one_line_per_event() -> None:
     assert (fill["profile_id"], fill["correlation_id"]) == ("bot-1", "fill-1")
     assert (fill["trade_id"], fill["client_order_id"]) == ("t1", "cf-bot-1-s1")
     assert "signal_id" not in fill  # a fill has none: absent, not null
+
+
+@pytest.mark.parametrize("threads", [4, 0])
+def test_the_dispatcher_gauges_follow_the_runtime(threads: int) -> None:
+    metrics = Metrics()
+    runtime = Runtime([], dispatch_threads=threads).start()
+    try:
+        metrics.observe_runtime(runtime)
+    finally:
+        runtime.stop()
+    assert metrics.registry.get_sample_value("capflow_dispatch_threads") == threads
+    assert metrics.registry.get_sample_value("capflow_dispatch_ready") == 0
