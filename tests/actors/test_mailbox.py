@@ -23,6 +23,7 @@ from tests.actors.conftest import (
     QTY,
     Recorder,
     cid,
+    eventually,
     fill_until_closed,
     ledger_of,
     open_signal,
@@ -30,6 +31,12 @@ from tests.actors.conftest import (
     running,
     start_threads,
     stored_state,
+)
+
+#: For tests of profiles inside a (slow) exchange call at the same time: that needs two threads
+#: or more; a single dispatcher thread runs one profile at a time, by design.
+TWO_OR_MORE_THREADS = pytest.mark.parametrize(
+    "dispatch_mode", [4, 0], ids=["pool4", "thread-per-profile"], indirect=True
 )
 
 # Every test here runs on each way of scheduling the profile actors.
@@ -109,11 +116,7 @@ class GatedExchange(SimulatedExchange):
         return super().create_order(symbol, type, side, amount, price, params)
 
 
-# Two profiles inside the exchange call at once needs two threads: a single dispatcher thread
-# runs one profile at a time, by design (actors/dispatch.py).
-@pytest.mark.parametrize(
-    "dispatch_mode", [4, 0], ids=["pool4", "thread-per-profile"], indirect=True
-)
+@TWO_OR_MORE_THREADS
 def test_two_profiles_place_orders_at_the_same_time(events: EventSink, recorder: Recorder) -> None:
     cid_a, cid_b = cid("pa", "s1"), cid("pb", "s1")
     exchange = GatedExchange(
@@ -190,3 +193,57 @@ def test_resent_signal_is_refused_as_a_duplicate_and_never_reaches_the_exchange_
 
 def order_ids_of(exchange: SimulatedExchange) -> set[str]:
     return {o["clientOrderId"] for o in exchange.fetch_open_orders()}
+
+
+class HangingExchange(SimulatedExchange):
+    """``create_order`` for one client order id hangs until released (a stuck network call)."""
+
+    def __init__(self, hung: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.hung = hung
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def create_order(  # noqa: PLR0917 - ccxt's positional signature
+        self,
+        symbol: str,
+        type: OrderType,
+        side: Side | str,
+        amount: int,
+        price: Decimal | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> Order:
+        if (params or {}).get("clientOrderId") == self.hung:
+            self.entered.set()
+            assert self.release.wait(30), "the test never released the hung call"
+        return super().create_order(symbol, type, side, amount, price, params)
+
+
+# One hung call holds one thread (a client that can hang belongs on dispatch_threads=0).
+@TWO_OR_MORE_THREADS
+def test_a_hung_exchange_call_holds_up_only_its_own_profile(
+    events: EventSink, recorder: Recorder
+) -> None:
+    exchange = HangingExchange(
+        cid("stuck", "s1"), markets=MARKETS, balances={"USDT": 10**9}, seed=3
+    )
+    profiles = ("stuck", "a", "b")
+    specs = [position_spec(p, exchange=exchange, events=events) for p in profiles]
+    with running(specs, events=events) as runtime:
+        runtime.drain()
+        runtime.submit(open_signal("stuck", "s1"))
+        assert exchange.entered.wait(30)  # its actor is inside the exchange call, hung
+
+        runtime.submit(open_signal("a", "s1"), open_signal("b", "s1"))
+        # The others place their orders while it hangs (no drain: it would wait for "stuck").
+        eventually(
+            lambda: (
+                {cid("a", "s1"), cid("b", "s1")}
+                <= {o["clientOrderId"] for o in exchange.fetch_open_orders()}
+            ),
+            what="the other profiles' orders",
+        )
+        exchange.release.set()
+        runtime.drain()
+        placed = {e.client_order_id for e in recorder.of(OrderAccepted)}
+        assert placed == {cid(p, "s1") for p in profiles}
