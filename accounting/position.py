@@ -224,7 +224,9 @@ class PositionLedger(PositionBooks):
         else:
             self._orders[order.client_order_id] = effect.order
         if effect.position is None:
-            del self._positions[order.position_id]
+            # An exit that closed it; or an entry whose base fee took the whole trade, before
+            # the position was ever opened.
+            self._positions.pop(order.position_id, None)
         else:
             self._positions[order.position_id] = effect.position
         self._reserved_for_orders += effect.orders_delta

@@ -46,7 +46,8 @@ class FillEffect:
 
     Attributes:
         order: the order's replacement, or ``None`` when the fill completes it.
-        position: the position's replacement, or ``None`` when an exit closes it.
+        position: the position's replacement, or ``None`` when an exit closes it (or when an
+            entry whose base fee took its whole trade finds no position open).
         orders_delta: change of ``reserved_for_orders``.
         positions_delta: change of ``reserved_for_positions``.
         pnl_delta: change of ``realized_pnl``.
@@ -81,10 +82,11 @@ def check_fill(order: PendingOrder, fill: Fill, *, market: Market, quote_symbol:
             quote_symbol if order.side is Side.SELL else f"{quote_symbol} or {market.base.symbol}"
         )
         raise InvalidFill(f"fill {tid} charged its fee in {fill.fee_asset}, expected {allowed}")
-    if base_fee and fill.fee >= fill.qty:
-        raise InvalidFill(
-            f"fill {tid} fee {fill.fee} {fill.fee_asset} is not less than its qty {fill.qty}"
-        )
+    if base_fee and fill.fee > fill.qty:
+        # Equal is possible: a dust trade whose fee, rounded up, takes all of it (a 1-unit
+        # slice at a 0.1 % fee). It happened, so it is booked (see _entry_effect); more than
+        # the trade's qty cannot be taken from it.
+        raise InvalidFill(f"fill {tid} fee {fill.fee} {fill.fee_asset} exceeds its qty {fill.qty}")
     low, high = market.valid_cost_bounds(fill.qty, fill.price)  # a Fill is valid
     if not low <= fill.cost <= high:
         raise InvalidFill(
@@ -144,7 +146,13 @@ def _entry_effect(
     released = order.reserved - take if completed else 0
     # Records below come from valid records and a valid fill (check_fill): built trusted.
     # Only the sums can leave the range of an amount; check them as the constructor would.
-    if held is None:
+    to_positions, pnl_delta = consumption, 0
+    position: Position | None
+    if received == 0:
+        # The base fee took the whole trade: nothing to hold, so what it cost is lost at once
+        # (a realized loss), and the position, if any, is left as it was.
+        position, to_positions, pnl_delta = held, 0, -consumption
+    elif held is None:
         position = trusted(
             Position,
             position_id=order.position_id,
@@ -164,8 +172,8 @@ def _entry_effect(
         else trusted_replace(order, filled_qty=filled, reserved=order.reserved - take),
         position=position,
         orders_delta=-(take + released),
-        positions_delta=consumption,
-        pnl_delta=0,
+        positions_delta=to_positions,
+        pnl_delta=pnl_delta,
         outcome=FillOutcome(
             trade_id=fill.trade_id,
             client_order_id=order.client_order_id,

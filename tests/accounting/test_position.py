@@ -354,6 +354,44 @@ def test_entry_fee_in_the_base_asset_shrinks_the_position_not_the_capital():
     ledger.check_invariants()
 
 
+@pytest.mark.parametrize(
+    ("order", "position"),
+    [("e-3", "pos-1"), ("e-2", "pos-2")],
+    ids=["position-open", "no-position-yet"],
+)
+def test_a_base_fee_that_takes_the_whole_trade_books_its_cost_as_a_loss(order, position):
+    # A 1-unit slice at a 0.1 % fee charged in base and rounded up: the fee is the whole trade
+    # (found by the crash drill, seed 2: such a fill was refused and lost from the books).
+    # Nothing is left to hold, so the quote it cost is realized as a loss at once.
+    ledger = make_book()
+    if order == "e-3":
+        reserve(ledger, "e-3", qty=10_000)
+    held = ledger.positions.get(position)
+    before = totals(ledger)
+    orders, positions, pnl = (
+        ledger.reserved_for_orders,
+        ledger.reserved_for_positions,
+        ledger.realized_pnl,
+    )
+    available = ledger.available
+
+    outcome = ledger.apply_fill(fill("t-9", order, 1, "30000", 1, 1, fee_asset="BTC"))
+
+    assert outcome.applied
+    assert outcome.consumed == 1
+    assert ledger.positions.get(position) == held  # unchanged, or still not open
+    assert ledger.reserved_for_orders == orders - 1  # the reservation paid for it
+    assert ledger.reserved_for_positions == positions
+    assert ledger.realized_pnl == pnl - 1
+    assert ledger.available == available
+    assert ledger.orders[order].filled_qty == 1
+    assert totals(ledger) != before
+    ledger.check_invariants()
+    # Applied once: the same trade again is a duplicate, not a second loss.
+    assert ledger.apply_fill(fill("t-9", order, 1, "30000", 1, 1, fee_asset="BTC")).duplicate
+    assert ledger.realized_pnl == pnl - 1
+
+
 # -- seed scenario 4: restart rebuild -------------------------------------------------------
 
 
@@ -649,9 +687,9 @@ def test_halt_needs_a_reason():
             "fill t-9 charged its fee in BNB, expected USDT or BTC",
         ),
         (
-            fill("t-9", "e-2", 100_000, "30000", 3_000, 100_000, fee_asset="BTC"),
+            fill("t-9", "e-2", 100_000, "30000", 3_000, 100_001, fee_asset="BTC"),
             InvalidFill,
-            "fill t-9 fee 100000 BTC is not less than its qty 100000",
+            "fill t-9 fee 100001 BTC exceeds its qty 100000",
         ),
         (
             fill("t-9", "x-1", 100_000, "31000", 3_100, 3, side=SELL, fee_asset="BTC"),
