@@ -105,6 +105,7 @@ def summary_table(report: Mapping[str, Any]) -> Table:
         ("signal -> decision, ms", _latency(report["signal_latency_ms"])),
         ("CPU % (of one core)", f"{report['cpu_percent']:.0f} ({report['cpu_count']} cores)"),
         ("load generator CPU, s", f"{report['generator_cpu_s']:.2f}"),
+        ("runtime CPU per fill, us", _maybe(report.get("runtime_cpu_us_per_fill"), ".1f")),
         ("baseline: pykka tell, 1 actor, msg/s", _maybe(baselines.get("pykka_tell_per_s"), ",.0f")),
         ("baseline: Redis pipelined XADD/s", _maybe(baselines.get("redis_xadd_per_s"), ",.0f")),
         ("ratio vs pykka tell", _maybe(report["ratio_vs_pykka_tell"], ".3f")),

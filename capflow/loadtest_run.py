@@ -354,7 +354,9 @@ class LoadTest:
         seconds = window["window_s"]
         report = self.report
         report.update({key: round(value, 3) for key, value in window.items()})
-        report.update(self.resources.cpu().since(cpu_before, seconds))
+        cpu_after = self.resources.cpu()
+        report.update(cpu_after.since(cpu_before, seconds))
+        process_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         report["rss_end_mb"] = round(self.resources.rss_mb(), 1)
         timings = self.timings
         applied = len(timings.fill_applied)
@@ -363,6 +365,12 @@ class LoadTest:
         report["fills_sent"] = timings.fills_sent
         report["fills_applied"] = applied
         report["fills_per_second"] = round(fills_per_second, 1)
+        # The process's CPU over the window less the load generator's own: what the runtime
+        # spent per fill (an upper bound: the harness's event listeners run on its threads).
+        runtime_cpu = process_cpu - window["generator_cpu_s"]
+        report["runtime_cpu_us_per_fill"] = (
+            round(1e6 * runtime_cpu / applied, 1) if applied else None
+        )
         report["fills_not_made"] = self.workload.exhausted
         report["signals_sent"] = len(timings.signal_submitted)
         report["signals_decided"] = decided
@@ -407,7 +415,7 @@ def drive(
     deadline = started + options.duration
     next_sample = started
     attempted = 0
-    generator_cpu = 0.0
+    generator_cpu = submit_cpu = 0.0
     submit_wall = 0  # ns inside Runtime.submit (durable mode: journaling happens there)
     while attempted < options.max_messages:
         now = time.perf_counter()
@@ -426,11 +434,16 @@ def drive(
             continue
         cpu = time.thread_time()
         batch = workload.batch(n, time.time_ns())
+        generated = time.thread_time()
         submitted_at = time.perf_counter_ns()
         runtime.submit(*batch.messages)
         submit_wall += time.perf_counter_ns() - submitted_at
+        submitted = time.thread_time()
         timings.sent(batch.fill_profiles, batch.fill_seqs, batch.signal_ids, submitted_at)
-        generator_cpu += time.thread_time() - cpu
+        # The harness's own work (building and modelling messages, recording send times) apart
+        # from the runtime's (``submit``: durable mode journals there, on this thread).
+        generator_cpu += (generated - cpu) + (time.thread_time() - submitted)
+        submit_cpu += submitted - generated
         attempted += n
     submit_end = time.perf_counter()
     runtime.drain(timeout=options.drain_timeout)
@@ -441,6 +454,7 @@ def drive(
         "submit_s": submit_end - started,
         "drain_s": end - submit_end,
         "generator_cpu_s": generator_cpu,
+        "submit_cpu_s": submit_cpu,
         "submit_wall_s": submit_wall / 1e9,
     }
 

@@ -48,6 +48,9 @@ def test_a_tiny_load_test_exits_0_with_every_figure(tiny: tuple[int, dict[str, A
     assert report["baselines"]["pykka_tell_per_s"] > 0
     assert report["ratio_vs_pykka_tell"] is not None
     assert report["ratio_vs_redis_xadd"] is None  # no Redis baseline unless asked for
+    assert report["generator_cpu_s"] > 0
+    assert report["submit_cpu_s"] > 0
+    assert report["runtime_cpu_us_per_fill"] > 0  # the process's CPU less the generator's
     assert plot.stat().st_size > 0
 
 
