@@ -39,6 +39,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from capflow.argtypes import count
 from capflow.drill_report import EXIT_OK, build_report, summary_line
 from capflow.drill_run import Drill, DrillAborted, Options, Tally
 from capflow.drill_world import DrillConfig
@@ -49,16 +50,6 @@ EXIT_USAGE = 2
 
 
 # -- command line ------------------------------------------------------------------------------
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -91,12 +82,12 @@ def _rate(text: str) -> Decimal:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The drill's flags (shared by ``capflow drill`` and ``scripts/restart_drill.py``)."""
-    p.add_argument("--profiles", type=_count, default=10, help="profiles in all (default 10)")
+    p.add_argument("--profiles", type=count, default=10, help="profiles in all (default 10)")
     p.add_argument(
-        "--grids", type=_count, default=None, help="how many are grids (default: a quarter)"
+        "--grids", type=count, default=None, help="how many are grids (default: a quarter)"
     )
     p.add_argument("--duration", type=_seconds, default=30.0, help="seconds of load (default 30)")
-    p.add_argument("--kills", type=_count, default=3, help="SIGKILLs of the worker (default 3)")
+    p.add_argument("--kills", type=count, default=3, help="SIGKILLs of the worker (default 3)")
     p.add_argument(
         "--boot-kill-share",
         type=_share,
@@ -105,13 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--actor-crashes",
-        type=_count,
+        type=count,
         default=None,
         help="profile-actor crash events (default: as many as kills, at least 1)",
     )
-    p.add_argument("--crash-batch", type=_count, default=2, help="actors per crash event")
-    p.add_argument("--supervisor-crashes", type=_count, default=1, help="default 1")
-    p.add_argument("--redis-restarts", type=_count, default=1, help="default 1")
+    p.add_argument("--crash-batch", type=count, default=2, help="actors per crash event")
+    p.add_argument("--supervisor-crashes", type=count, default=1, help="default 1")
+    p.add_argument("--redis-restarts", type=count, default=1, help="default 1")
     p.add_argument("--seed", type=int, default=0, help="seeds everything (default 0)")
     p.add_argument(
         "--duplicate-rate",
@@ -119,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=Decimal("0.02"),
         help="chance the exchange's feed re-sends a trade (default 0.02)",
     )
-    p.add_argument("--price-rate", type=_count, default=20, help="price steps per second")
+    p.add_argument("--price-rate", type=count, default=20, help="price steps per second")
     p.add_argument(
         "--signal-rate",
         type=float,

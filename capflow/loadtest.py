@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from capflow.argtypes import count
 from capflow.loadtest_micro import micro
 from capflow.loadtest_report import REPORT_KEYS, plot_loadtest, summary_table
 from capflow.loadtest_run import Options, UsageError, run_loadtest
@@ -39,16 +40,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
     return value
 
 
@@ -183,7 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dispatch-threads",
-        type=_non_negative_int,
+        type=count,
         default=defaults.dispatch_threads,
         metavar="N",
         help="threads that run the profile actors (default %(default)s); 0: one thread per"

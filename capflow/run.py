@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.live import Live
 
 from accounting import GridBook, PositionLedger
+from capflow.argtypes import count
 from capflow.driver import Driver, FillCounter, PricePath, Sample
 from capflow.plot import plot_available, plot_funds
 from capflow.report import books_table, progress_view, summary_table, write_report
@@ -37,16 +38,6 @@ from persistence import MemoryStore
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: Mismatch lines printed per profile (the report has them all).
 _SHOWN = 5
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -92,14 +83,14 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--grid-profiles",
-        type=_count,
+        type=count,
         default=4,
         metavar="N",
         help="grid profiles (default %(default)s)",
     )
     parser.add_argument(
         "--signal-profiles",
-        type=_count,
+        type=count,
         default=4,
         metavar="M",
         help="position profiles (default %(default)s)",
@@ -137,7 +128,7 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--max-steps",
-        type=_count,
+        type=count,
         metavar="N",
         help="stop after N price steps even if --duration is not over (default: no limit)",
     )
