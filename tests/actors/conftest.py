@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, cast
 
@@ -23,7 +23,7 @@ from actors.position_profile import PositionProfileConfig, position_factory
 from actors.profile import HandlerFactory
 from actors.runtime import Runtime
 from actors.supervisor import ProfileSpec, RestartPolicy
-from exchange import SimulatedExchange, trade_to_fill
+from exchange import Order, OrderType, SimulatedExchange, trade_to_fill
 from messages import (
     Asset,
     ClosePosition,
@@ -120,6 +120,30 @@ def position_spec(
         account_id=account_id,
         claims={USDT.symbol: allocated},
     )
+
+
+class BlockingExchange(SimulatedExchange):
+    """``create_order`` for one client order id blocks until the test releases it."""
+
+    def __init__(self, blocked: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.blocked = blocked
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def create_order(  # noqa: PLR0917 - ccxt's positional signature
+        self,
+        symbol: str,
+        type: OrderType,
+        side: Side | str,
+        amount: int,
+        price: Decimal | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> Order:
+        if (params or {}).get("clientOrderId") == self.blocked:
+            self.entered.set()
+            assert self.release.wait(timeout=30), "the test never released the order"
+        return super().create_order(symbol, type, side, amount, price, params)
 
 
 def new_exchange(**overrides: Any) -> SimulatedExchange:

@@ -21,6 +21,7 @@ from tests.actors.conftest import (
     MARKETS,
     PRICE,
     QTY,
+    BlockingExchange,
     Recorder,
     cid,
     eventually,
@@ -195,36 +196,12 @@ def order_ids_of(exchange: SimulatedExchange) -> set[str]:
     return {o["clientOrderId"] for o in exchange.fetch_open_orders()}
 
 
-class HangingExchange(SimulatedExchange):
-    """``create_order`` for one client order id hangs until released (a stuck network call)."""
-
-    def __init__(self, hung: str, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.hung = hung
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def create_order(  # noqa: PLR0917 - ccxt's positional signature
-        self,
-        symbol: str,
-        type: OrderType,
-        side: Side | str,
-        amount: int,
-        price: Decimal | None = None,
-        params: Mapping[str, object] | None = None,
-    ) -> Order:
-        if (params or {}).get("clientOrderId") == self.hung:
-            self.entered.set()
-            assert self.release.wait(30), "the test never released the hung call"
-        return super().create_order(symbol, type, side, amount, price, params)
-
-
 # One hung call holds one thread (a client that can hang belongs on dispatch_threads=0).
 @TWO_OR_MORE_THREADS
 def test_a_hung_exchange_call_holds_up_only_its_own_profile(
     events: EventSink, recorder: Recorder
 ) -> None:
-    exchange = HangingExchange(
+    exchange = BlockingExchange(
         cid("stuck", "s1"), markets=MARKETS, balances={"USDT": 10**9}, seed=3
     )
     profiles = ("stuck", "a", "b")

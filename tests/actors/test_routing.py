@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections.abc import Mapping
-from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -14,14 +10,13 @@ from accounting import PositionLedger
 from actors.events import EventSink
 from actors.runtime import Runtime
 from actors.supervisor import CompleteBootstrap, HoldBootstrap
-from exchange import Order, OrderType, SimulatedExchange
+from exchange import SimulatedExchange
 from messages import (
     FillApplied,
     FillRejected,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
-    Side,
     UnknownProfile,
 )
 from tests.actors.conftest import (
@@ -29,6 +24,7 @@ from tests.actors.conftest import (
     MARKETS,
     PRICE,
     QTY,
+    BlockingExchange,
     Recorder,
     cid,
     fill_until_closed,
@@ -220,30 +216,6 @@ def test_held_bootstrap_queues_fills_then_applies_them_in_order_exactly_once(
         assert reference.reserved_for_orders == 0
         assert runtime.inspect()["profiles"]["pa"]["status"] == "live"
         assert held_books["reserved_for_orders"] == 3 * ESTIMATE
-
-
-class BlockingExchange(SimulatedExchange):
-    """``create_order`` for one client order id blocks until the test releases it."""
-
-    def __init__(self, blocked: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.blocked = blocked
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def create_order(  # noqa: PLR0917 - ccxt's positional signature
-        self,
-        symbol: str,
-        type: OrderType,
-        side: Side | str,
-        amount: int,
-        price: Decimal | None = None,
-        params: Mapping[str, object] | None = None,
-    ) -> Order:
-        if (params or {}).get("clientOrderId") == self.blocked:
-            self.entered.set()
-            assert self.release.wait(timeout=30), "the test never released the order"
-        return super().create_order(symbol, type, side, amount, price, params)
 
 
 def test_hold_requested_while_busy_bootstraps_from_everything_delivered_before_it(
