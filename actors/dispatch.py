@@ -193,9 +193,6 @@ class PooledInbox:
     def empty(self) -> bool:
         return not self._items
 
-    def qsize(self) -> int:
-        return len(self._items)
-
     def _start(self) -> None:
         with self._lock:
             self._scheduled = True

@@ -346,18 +346,18 @@ class Runtime:
         whose order closed before a restart (journaled and applied for their owner then, but
         the restarted index knows open orders only). Dropped like any journal duplicate,
         counted in ``resent_fills_dropped``; the rest is parked and reported as before."""
-        fills = {dedupe_key(p): p for p in payloads if isinstance(p, Fill) and not self._unsafe}
-        if not fills or self.journal is None:
+        keys = [dedupe_key(p) for p in payloads if isinstance(p, Fill) and not self._unsafe]
+        if not keys or self.journal is None:
             return payloads
         try:
-            seen = self.journal.journaled(list(fills))
+            seen = self.journal.journaled(keys)
         except StoreUnavailable:
             return payloads  # parked and reported; nothing is lost either way
         if not seen:
             return payloads
-        self.resent_fills_dropped += len(seen)
-        resent = {id(fills[key]) for key in seen}
-        return [p for p in payloads if id(p) not in resent]
+        kept = [p for p in payloads if not (isinstance(p, Fill) and dedupe_key(p) in seen)]
+        self.resent_fills_dropped += len(payloads) - len(kept)
+        return kept
 
     def _durable_targets(self, payload: Any) -> list[str] | None:
         assert self._ingest is not None

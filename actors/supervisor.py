@@ -389,10 +389,7 @@ class Supervisor(pykka.ThreadingActor):
         after its events arrived is one a restarted profile re-claims while reconciling, and
         reconciliation fetches its trades from the exchange.
         """
-        waiting = self.parked.get(cid)
-        if waiting is None:
-            waiting = self.parked[cid] = []
-        waiting.append(payload)
+        self.parked.setdefault(cid, []).append(payload)
         self._parked_count += 1
         while self._parked_count > self._parked_limit:
             oldest = next(iter(self.parked))
