@@ -1,9 +1,9 @@
 """The order-ownership index: client order id → profile, shared by every thread that routes.
 
-A profile claims an id synchronously, in its own thread, *before* it sends the order, so any
-thread that later sees a fill for that order — the supervisor, or the durable ingest running in a
-caller's thread — finds its owner. Reads are plain dict lookups (atomic under the GIL); writes
-take a lock so that a claim never overwrites another profile's.
+A profile claims an id synchronously, while its actor handles the message, *before* it sends
+the order, so any thread that later sees a fill for that order — the supervisor, or the durable
+ingest running in a caller's thread — finds its owner. Reads are plain dict lookups (atomic
+under the GIL); writes take a lock so that a claim never overwrites another profile's.
 """
 
 from __future__ import annotations
